@@ -1,0 +1,41 @@
+"""Request dependencies: the engine of the running app, and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import Request
+
+from service.api.errors import ApiError
+from service.engine.engine import EmbeddingEngine
+
+
+def get_engine(request: Request) -> EmbeddingEngine:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None or not engine.ready:
+        raise ApiError(503, "model is not loaded yet; retry shortly", headers={"Retry-After": "1"})
+    return engine
+
+
+def key_matches(presented: bytes, keys: list[bytes]) -> bool:
+    """Constant-time comparison against every configured key (no early exit)."""
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(presented, key)
+    return matched
+
+
+def require_api_key(request: Request) -> None:
+    """401 without `Authorization: Bearer <key>`, 403 with a wrong key. Keys never logged."""
+    keys: list[bytes] = request.app.state.api_keys
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, "missing API key: send 'Authorization: Bearer <key>'",
+            code="missing_api_key", headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not key_matches(token.strip().encode(), keys):
+        raise ApiError(403, "invalid API key", code="invalid_api_key")

@@ -1,0 +1,106 @@
+"""One error type for the whole API, rendered in TEI's shape on TEI routes and in
+OpenAI's shape under /v1."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from service.api.responses import JSONResponse
+
+from service.engine.batcher import BatchFailedError, QueueFullError, ShuttingDownError
+from service.engine.engine import RequestTimeoutError, UnknownPromptError
+from service.engine.tokenizer import TextTooLongError
+
+# TEI's error_type names, and the OpenAI `type` that goes with each status family
+TEI_TYPES = {400: "Validation", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+             413: "Validation", 415: "Validation", 422: "Validation", 429: "Overloaded",
+             500: "Backend", 503: "Unhealthy"}
+
+
+class ApiError(Exception):
+    """An HTTP error with a message that says what was wrong and, where one applies, the limit."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}
+
+
+def openai_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
+def render(request: Request, error: ApiError) -> JSONResponse:
+    if request.url.path.startswith("/v1/"):
+        body = {"error": {"message": error.message, "type": openai_type(error.status),
+                          "param": error.param, "code": error.code}}
+    else:
+        body = {"error": error.message, "error_type": TEI_TYPES.get(error.status, "Validation")}
+    return JSONResponse(body, status_code=error.status, headers=error.headers)
+
+
+def _location(loc: tuple) -> str:
+    parts = [str(p) for p in loc if p not in ("body",)]
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out or "body"
+
+
+def validation_message(exc: RequestValidationError) -> tuple[str, str | None, int]:
+    """A one-line message naming each bad field, its first parameter and the status."""
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        err = next(e for e in errors if e.get("type") == "json_invalid")
+        detail = err.get("ctx", {}).get("error", "invalid JSON")
+        return f"request body is not valid JSON: {detail}", None, 400
+    parts, first = [], None
+    for err in errors[:5]:
+        loc = _location(tuple(err.get("loc", ())))
+        first = first or loc
+        parts.append(f"{loc}: {str(err.get('msg')).removeprefix('Value error, ')}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more, first, 422
+
+
+def to_api_error(exc: Exception) -> ApiError:
+    """Map engine exceptions to HTTP statuses."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, QueueFullError):
+        return ApiError(429, str(exc), code="overloaded", headers={"Retry-After": "1"})
+    if isinstance(exc, TextTooLongError):
+        return ApiError(413, str(exc), param="input", code="input_too_long")
+    if isinstance(exc, UnknownPromptError):
+        return ApiError(422, str(exc), param="prompt_name", code="unknown_prompt")
+    if isinstance(exc, (RequestTimeoutError, ShuttingDownError)):
+        return ApiError(503, str(exc), code="unavailable", headers={"Retry-After": "1"})
+    if isinstance(exc, BatchFailedError):
+        return ApiError(500, str(exc), code="inference_failed")
+    return ApiError(500, f"internal error: {type(exc).__name__}", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        message, param, status = validation_message(exc)
+        if request.url.path.startswith("/v1/") and status == 422:
+            status = 400  # OpenAI answers invalid requests with 400
+        return render(request, ApiError(status, message, param=param, code="invalid_request"))
+
+    for kind in (QueueFullError, TextTooLongError, UnknownPromptError, RequestTimeoutError,
+                 ShuttingDownError, BatchFailedError):
+        app.add_exception_handler(kind, lambda request, exc: render(request, to_api_error(exc)))

@@ -1,0 +1,130 @@
+"""ASGI middleware: request metrics, and a guard that refuses oversized, non-JSON or
+absurdly nested bodies before FastAPI parses them."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.metrics import Metrics
+
+MAX_JSON_DEPTH = 32
+
+
+async def _send_json(send: Send, status: int, body: dict, path: str) -> None:
+    if path.startswith("/v1/"):
+        payload = {"error": {"message": body["error"], "type": "invalid_request_error",
+                             "param": None, "code": body["code"]}}
+    else:
+        payload = {"error": body["error"], "error_type": "Validation"}
+    data = orjson.dumps(payload)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def json_depth(value) -> int:
+    """Nesting depth of a parsed JSON value, iteratively (no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+    return deepest
+
+
+class BodyGuardMiddleware:
+    """413 past `max_body_bytes` (by Content-Length or while streaming), 415 for a
+    non-JSON content type, 400 for JSON nested deeper than MAX_JSON_DEPTH."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        headers = dict(scope["headers"])
+        limit = self.max_body_bytes
+        content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
+        if "json" not in content_type.lower():
+            await _send_json(send, 415, {"error": f"content-type must be application/json, got "
+                                         f"'{content_type}'", "code": "unsupported_media_type"}, path)
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_json(send, 413, {"error": f"request body of {int(declared)} bytes exceeds "
+                                         f"the limit of {limit} bytes (max_body_bytes)",
+                                         "code": "body_too_large"}, path)
+            return
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _send_json(send, 413, {"error": f"request body exceeds the limit of {limit} "
+                                             "bytes (max_body_bytes)", "code": "body_too_large"},
+                                 path)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body:
+            try:
+                depth = json_depth(orjson.loads(body))
+            except orjson.JSONDecodeError as exc:
+                await _send_json(send, 400, {"error": f"request body is not valid JSON: {exc}",
+                                             "code": "invalid_json"}, path)
+                return
+            if depth > MAX_JSON_DEPTH:
+                await _send_json(send, 400, {"error": f"JSON nested {depth} levels deep; the "
+                                             f"limit is {MAX_JSON_DEPTH}", "code": "invalid_json"},
+                                 path)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class MetricsMiddleware:
+    """Counts requests by route and status and times them by route."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: set[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in self.routes else "other"
+        status = 500
+        started = time.perf_counter()
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)

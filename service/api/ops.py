@@ -1,0 +1,71 @@
+"""Operations routes: /health, /info and /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from service.api.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service import __version__
+from service.api.deps import require_api_key
+from service.api.schemas import HealthResponse, InfoResponse
+
+router = APIRouter(tags=["operations"])
+
+
+def _guard(request: Request) -> None:
+    if request.app.state.settings.protect_ops:
+        require_api_key(request)
+
+
+@router.get("/health", response_model=HealthResponse,
+            responses={503: {"description": "loading or draining", "model": HealthResponse}})
+async def health(request: Request):
+    """200 once the model is loaded and a warm-up inference passed; 503 before and while draining."""
+    _guard(request)
+    state = request.app.state
+    engine = getattr(state, "engine", None)
+    if getattr(state, "draining", False):
+        return JSONResponse({"status": "draining"}, status_code=503)
+    if engine is None or not engine.ready:
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return {"status": "ok"}
+
+
+@router.get("/info", response_model=InfoResponse, responses={503: {"description": "loading"}})
+async def info(request: Request):
+    """The served model, backend and batching limits."""
+    _guard(request)
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        return JSONResponse({"error": "model is loading", "error_type": "Unhealthy"}, 503)
+    spec, settings, backend = engine.spec, engine.settings, engine.backend.info
+    return InfoResponse(
+        model_id=engine.model_name,
+        model_path=str(spec.path),
+        model_dtype=backend.dtype,
+        dimension=spec.dimension,
+        max_input_length=engine.tokenizer.max_length,
+        pooling="+".join(spec.pooling),
+        normalize=spec.normalize,
+        prompts=spec.prompts,
+        default_prompt_name=engine.default_prompt_name,
+        backend=backend.name,
+        device=backend.device,
+        provider=backend.provider,
+        onnx_file=backend.file,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_size=settings.max_batch_size,
+        max_client_batch_size=settings.max_client_batch_size,
+        max_queued_inputs=settings.max_queued_inputs,
+        max_wait_ms=settings.max_wait_ms,
+        version=__version__,
+    )
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request):
+    """Prometheus text exposition of every `embed_*` metric."""
+    _guard(request)
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,75 @@
+"""create_app(settings): routes, middleware, and a lifespan that loads the model,
+warms it up, starts the batcher and drains it on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from service.api.responses import JSONResponse
+
+from service import __version__
+from service.api import ops, tei
+from service.api import openai as openai_routes
+from service.api.errors import install_error_handlers
+from service.api.middleware import BodyGuardMiddleware, MetricsMiddleware
+from service.backends.base import Backend
+from service.config import Settings
+from service.engine.engine import EmbeddingEngine
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+ROUTES = {"/embed", "/similarity", "/v1/embeddings", "/health", "/info", "/metrics"}
+
+
+def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
+    """The ASGI app. `backend` replaces the configured one (tests inject faulty backends)."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = await asyncio.to_thread(EmbeddingEngine.load, settings, metrics, backend)
+        app.state.engine = engine
+        await engine.start()
+        info = engine.backend.info
+        metrics.model_info.info({
+            "model": engine.model_name, "backend": info.name, "device": info.device,
+            "provider": info.provider, "dtype": info.dtype, "dimension": str(engine.spec.dimension),
+            "version": __version__,
+        })
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            drained = await engine.drain(settings.graceful_shutdown_s)
+            if not drained:
+                log.warning("grace period of %.0f s ended with work still queued",
+                            settings.graceful_shutdown_s)
+            await engine.stop()
+
+    app = FastAPI(
+        title="polyglot-embed",
+        version=__version__,
+        description="Batched multilingual sentence embeddings with TEI- and OpenAI-compatible APIs.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.api_keys = settings.api_keys()
+    app.state.engine = None
+    app.state.draining = False
+    install_error_handlers(app)
+    app.include_router(tei.router)
+    app.include_router(openai_routes.router)
+    app.include_router(ops.router)
+    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=ROUTES)
+    return app

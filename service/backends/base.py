@@ -1,0 +1,32 @@
+"""The one interface every inference backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    name: str  # "onnx" or "torch"
+    device: str  # "cpu" or "cuda"
+    provider: str  # e.g. "CPUExecutionProvider", "torch-cpu"
+    dtype: str  # "float32", "float16", "int8"
+    file: str | None = None  # the ONNX file served
+
+
+class Backend(ABC):
+    """Runs the transformer: padded token ids in, token embeddings out."""
+
+    info: BackendInfo
+
+    @abstractmethod
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
+    ) -> np.ndarray:
+        """int64 [batch, seq] arrays -> float32 token embeddings [batch, seq, hidden]."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release the model (tests and shutdown)."""

@@ -1,0 +1,53 @@
+"""A batch of token ids -> sentence vectors: pad, run the backend, pool, Dense layers.
+
+Normalisation and `dimensions` are per request, so they happen in `postprocess`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.backends.base import Backend
+from service.engine.model_spec import ModelSpec
+from service.engine.pooling import l2_normalize, pool
+from service.engine.tokenizer import TokenizedText
+
+
+def pad_batch(
+    items: list[TokenizedText], pad_id: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Right-pad to the longest item: (input_ids, attention_mask, token_type_ids) int64."""
+    width = max(item.length for item in items)
+    ids = np.full((len(items), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(items), width), dtype=np.int64)
+    types = np.zeros((len(items), width), dtype=np.int64)
+    for row, item in enumerate(items):
+        n = item.length
+        ids[row, :n] = item.ids
+        mask[row, :n] = 1
+        types[row, :n] = item.type_ids
+    return ids, mask, types
+
+
+class SentenceEncoder:
+    """The model minus tokenisation: what runs inside the inference thread."""
+
+    def __init__(self, spec: ModelSpec, backend: Backend, pad_id: int) -> None:
+        self.spec, self.backend, self.pad_id = spec, backend, pad_id
+
+    def embed(self, items: list[TokenizedText]) -> np.ndarray:
+        """float32 [len(items), dimension], before normalisation."""
+        ids, mask, types = pad_batch(items, self.pad_id)
+        tokens = self.backend.forward(ids, mask, types)
+        vectors = pool(tokens, mask, self.spec.pooling)
+        for layer in self.spec.dense:
+            vectors = layer(vectors)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def postprocess(
+    vectors: np.ndarray, normalize: bool, dimensions: int | None = None
+) -> np.ndarray:
+    """Truncate to `dimensions` (Matryoshka-style), then L2-normalise if asked."""
+    if dimensions is not None:
+        vectors = vectors[:, :dimensions]
+    return l2_normalize(vectors) if normalize else vectors

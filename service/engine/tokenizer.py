@@ -1,0 +1,79 @@
+"""Tokenisation with the model's own fast tokenizer, done once per request: the ids feed
+the batcher, the counts feed `usage` and the token-budget, and over-long inputs are found
+before any inference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    ids: list[int]
+    type_ids: list[int]
+    full_length: int  # tokens before truncation (special tokens included)
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+
+class TextTooLongError(ValueError):
+    def __init__(self, index: int, tokens: int, limit: int) -> None:
+        self.index, self.tokens, self.limit = index, tokens, limit
+        super().__init__(
+            f"input {index} has {tokens} tokens, more than the model's maximum of {limit}; "
+            "shorten it or send truncate=true"
+        )
+
+
+class ModelTokenizer:
+    """Thread-safe wrapper over `tokenizers.Tokenizer` (no padding: the batcher pads)."""
+
+    def __init__(self, transformer_dir: Path, max_length: int, lowercase: bool = False) -> None:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(str(transformer_dir))
+        if not getattr(hf, "is_fast", False):
+            raise ValueError(f"{transformer_dir}: a fast (tokenizer.json) tokenizer is required")
+        self.max_length = min(max_length, hf.model_max_length or max_length)
+        self.lowercase = lowercase
+        self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else 0
+        base = hf.backend_tokenizer.to_str()
+        self._full = self._copy(base, None)
+        self._right = self._copy(base, "right")
+        self._left = self._copy(base, "left")
+
+    def _copy(self, serialized: str, direction: str | None) -> Tokenizer:
+        tok = Tokenizer.from_str(serialized)
+        tok.no_padding()
+        if direction is None:
+            tok.no_truncation()
+        else:
+            tok.enable_truncation(self.max_length, strategy="longest_first", direction=direction)
+        return tok
+
+    def encode(
+        self, texts: list[str], truncate: bool = True, direction: str = "right"
+    ) -> list[TokenizedText]:
+        """Tokenise; with truncate=False an input over the limit raises TextTooLongError."""
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        full = self._full.encode_batch(texts, add_special_tokens=True)
+        out: list[TokenizedText] = []
+        clipped_indices = []
+        for index, enc in enumerate(full):
+            if len(enc.ids) > self.max_length:
+                if not truncate:
+                    raise TextTooLongError(index, len(enc.ids), self.max_length)
+                clipped_indices.append(index)
+            out.append(TokenizedText(enc.ids, enc.type_ids, len(enc.ids)))
+        if clipped_indices:
+            tok = self._left if direction == "left" else self._right
+            clipped = tok.encode_batch([texts[i] for i in clipped_indices], add_special_tokens=True)
+            for index, enc in zip(clipped_indices, clipped):
+                out[index] = TokenizedText(enc.ids, enc.type_ids, out[index].full_length)
+        return out

@@ -1,0 +1,52 @@
+"""Every Prometheus metric of the service, declared once, here (prefix `embed_`).
+
+Each app gets its own registry, so several apps (tests) never clash."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BATCH_TOKEN_BUCKETS = (16, 64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "embed_requests", "HTTP requests by route and status code", ["route", "status"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "embed_request_duration_seconds", "HTTP request latency by route", ["route"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.queue_depth = Gauge(
+            "embed_queue_depth", "inputs waiting in the batching queue", registry=r
+        )
+        self.batch_size = Histogram(
+            "embed_batch_size", "inputs per inference batch", buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self.batch_tokens = Histogram(
+            "embed_batch_tokens", "padded tokens per inference batch",
+            buckets=BATCH_TOKEN_BUCKETS, registry=r,
+        )
+        self.inference_seconds = Histogram(
+            "embed_inference_duration_seconds", "time of one batch's inference",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.input_tokens = Counter(
+            "embed_input_tokens", "tokens of all embedded inputs", registry=r
+        )
+        self.batch_failures = Counter(
+            "embed_batch_failures", "inference batches that raised", registry=r
+        )
+        self.timeouts = Counter(
+            "embed_request_timeouts", "requests dropped after request_timeout_s", registry=r
+        )
+        self.rejected = Counter(
+            "embed_rejected_inputs", "inputs refused because the queue was full", registry=r
+        )
+        self.model_info = Info("embed_model", "the served model", registry=r)

@@ -1,0 +1,97 @@
+"""Service fixtures: settings, apps with real or instrumented backends, clients."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.backends.base import Backend
+from service.backends.onnx import OnnxBackend, ensure_onnx_export
+from service.config import Settings
+
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Der Hund spielt im Garten.",
+    "short",
+    "The quick brown fox jumps over the lazy dog while the cat watches from the window. " * 12,
+    "Un avión está despegando.",
+    "北京是中国的首都。",
+    "emoji 🙂🚀 and symbols ∑∫",
+]
+
+
+@pytest.fixture(scope="session")
+def onnx_file(bundled_model, cache_dir) -> Path:
+    return ensure_onnx_export(bundled_model, bundled_model, cache_dir) / "model.onnx"
+
+
+@pytest.fixture
+def settings(cache_dir) -> Settings:
+    return Settings(_env_file=None, cache_dir=cache_dir, max_wait_ms=5)
+
+
+@contextmanager
+def running(settings: Settings, backend: Backend | None = None):
+    """A TestClient with the app's lifespan (model loaded, batcher running)."""
+    with TestClient(create_app(settings, backend)) as client:
+        yield client
+
+
+@asynccontextmanager
+async def async_running(settings: Settings, backend: Backend | None = None):
+    """An httpx AsyncClient on the app in this event loop, for concurrency tests."""
+    app = create_app(settings, backend)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app
+            yield client
+
+
+@pytest.fixture(scope="module")
+def client(cache_dir):
+    with running(Settings(_env_file=None, cache_dir=cache_dir, max_wait_ms=5)) as c:
+        yield c
+
+
+class RecordingBackend(Backend):
+    """Wraps a real backend: records batch shapes, can be gated or made to fail."""
+
+    def __init__(self, inner: Backend, fail_on_token: int | None = None) -> None:
+        self.inner, self.info = inner, inner.info
+        self.shapes: list[tuple[int, int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on_token = fail_on_token
+        self.entered = threading.Event()
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        self.shapes.append(tuple(input_ids.shape))
+        if self.fail_on_token is not None and np.any(input_ids == self.fail_on_token):
+            raise RuntimeError("injected inference failure")
+        return self.inner.forward(input_ids, attention_mask, token_type_ids)
+
+
+@pytest.fixture
+def recording_backend(onnx_file) -> RecordingBackend:
+    return RecordingBackend(OnnxBackend(onnx_file, "cpu"))
+
+
+def metric_value(text: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """A sample's value from Prometheus text output (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
+    return 0.0
