@@ -13,8 +13,9 @@ from service.config import Settings
 
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(Settings, cli_args=argv) if argv is not None else CliApp.run(Settings)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     import uvicorn
 

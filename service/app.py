@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from service.api.responses import JSONResponse
 
 from service import __version__
-from service.api import ops, tei
 from service.api import openai as openai_routes
+from service.api import ops, tei
 from service.api.errors import install_error_handlers
 from service.api.middleware import BodyGuardMiddleware, MetricsMiddleware
+from service.api.responses import JSONResponse
 from service.backends.base import Backend
 from service.config import Settings
 from service.engine.engine import EmbeddingEngine
@@ -36,25 +36,33 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         app.state.engine = engine
         await engine.start()
         info = engine.backend.info
-        metrics.model_info.info({
-            "model": engine.model_name, "backend": info.name, "device": info.device,
-            "provider": info.provider, "dtype": info.dtype, "dimension": str(engine.spec.dimension),
-            "version": __version__,
-        })
+        metrics.model_info.info(
+            {
+                "model": engine.model_name,
+                "backend": info.name,
+                "device": info.device,
+                "provider": info.provider,
+                "dtype": info.dtype,
+                "dimension": str(engine.spec.dimension),
+                "version": __version__,
+            }
+        )
         try:
             yield
         finally:
             app.state.draining = True
             drained = await engine.drain(settings.graceful_shutdown_s)
             if not drained:
-                log.warning("grace period of %.0f s ended with work still queued",
-                            settings.graceful_shutdown_s)
+                log.warning(
+                    "grace period of %.0f s ended with work still queued",
+                    settings.graceful_shutdown_s,
+                )
             await engine.stop()
 
     app = FastAPI(
         title="polyglot-embed",
         version=__version__,
-        description="Batched multilingual sentence embeddings with TEI- and OpenAI-compatible APIs.",
+        description="Batched multilingual sentence embeddings, TEI- and OpenAI-compatible.",
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
@@ -69,7 +77,11 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(ops.router)
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=ROUTES)
     return app

@@ -37,10 +37,12 @@ class Settings(BaseSettings):
 
     # model
     model: str | None = Field(
-        None, description="sentence-transformers folder or hub id (default: bundled all-MiniLM-L6-v2)"
+        None,
+        description="sentence-transformers folder or hub id (default: bundled all-MiniLM-L6-v2)",
     )
     served_model_name: str | None = Field(
-        None, description="name reported by /info and /v1/embeddings (default: the model's folder name)"
+        None,
+        description="name reported by /info and /v1/embeddings (default: the model's folder name)",
     )
     backend: Literal["onnx", "torch"] = Field("onnx", description="inference backend")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
@@ -55,7 +57,9 @@ class Settings(BaseSettings):
     default_prompt_name: str | None = Field(
         None, description="prompt applied when a request names none (default: the model's own)"
     )
-    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime / torch threads (0: all cores)")
+    intra_op_threads: int = Field(
+        0, ge=0, description="ONNX Runtime / torch threads (0: all cores)"
+    )
 
     # batching and limits
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per batch")
@@ -66,7 +70,9 @@ class Settings(BaseSettings):
     max_input_chars: int = Field(
         100_000, ge=1, description="characters per input, checked before tokenising"
     )
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="request body size; more: 413")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="request body size; more: 413"
+    )
     request_timeout_s: float = Field(
         60.0, gt=0, description="a request still queued or running after this gets 503"
     )
@@ -75,11 +81,14 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="bind address")
     port: int = Field(8000, ge=1, le=65535, description="bind port")
     api_key: SecretStr | None = Field(
-        None, description="comma-separated keys; when set, requests need Authorization: Bearer <key>"
+        None,
+        description="comma-separated keys; when set, requests need Authorization: Bearer <key>",
     )
-    protect_ops: bool = Field(False, description="require the API key on /health, /info and /metrics too")
+    protect_ops: bool = Field(
+        False, description="require the API key on /health, /info and /metrics too"
+    )
     cors_origins: list[str] = Field(
-        default_factory=list, description='allowed CORS origins (JSON list); empty: CORS off'
+        default_factory=list, description="allowed CORS origins (JSON list); empty: CORS off"
     )
     graceful_shutdown_s: float = Field(30.0, ge=0, description="drain time after SIGTERM")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")

@@ -16,12 +16,17 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "embed_requests", "HTTP requests by route and status code", ["route", "status"],
+            "embed_requests",
+            "HTTP requests by route and status code",
+            ["route", "status"],
             registry=r,
         )
         self.request_seconds = Histogram(
-            "embed_request_duration_seconds", "HTTP request latency by route", ["route"],
-            buckets=LATENCY_BUCKETS, registry=r,
+            "embed_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_depth = Gauge(
             "embed_queue_depth", "inputs waiting in the batching queue", registry=r
@@ -30,12 +35,16 @@ class Metrics:
             "embed_batch_size", "inputs per inference batch", buckets=BATCH_SIZE_BUCKETS, registry=r
         )
         self.batch_tokens = Histogram(
-            "embed_batch_tokens", "padded tokens per inference batch",
-            buckets=BATCH_TOKEN_BUCKETS, registry=r,
+            "embed_batch_tokens",
+            "padded tokens per inference batch",
+            buckets=BATCH_TOKEN_BUCKETS,
+            registry=r,
         )
         self.inference_seconds = Histogram(
-            "embed_inference_duration_seconds", "time of one batch's inference",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "embed_inference_duration_seconds",
+            "time of one batch's inference",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.input_tokens = Counter(
             "embed_input_tokens", "tokens of all embedded inputs", registry=r

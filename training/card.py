@@ -14,7 +14,9 @@ def _results_section(results: dict) -> str:
         "Spearman x100 on the stsb-multi-mt test split, Tatoeba translation retrieval "
         "accuracy (%), MSE x100 to the teacher on the dev pairs. `teacher(en)-model(xx)` "
         "encodes the English side with the teacher and the other side with this model (an "
-        "index built with the teacher, queried in language xx).\n\n" + markdown_table(results) + "\n"
+        "index built with the teacher, queried in language xx).\n\n"
+        + markdown_table(results)
+        + "\n"
     )
 
 
@@ -22,8 +24,19 @@ def write_model_card(output: Path, summary: dict, results: dict) -> Path:
     """Overwrite the sentence-transformers auto card with what a user needs to know."""
     langs = ", ".join(f"{k} ({v} pairs)" for k, v in summary["languages"].items())
     settings = summary["settings"]
-    keys = ("epochs", "batch_size", "lr", "projection_lr", "warmup_ratio", "max_seq_length",
-            "student_layers", "freeze_embeddings", "projection", "max_pairs_per_language", "seed")
+    keys = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "projection_lr",
+        "warmup_ratio",
+        "max_seq_length",
+        "student_layers",
+        "freeze_embeddings",
+        "projection",
+        "max_pairs_per_language",
+        "seed",
+    )
     rows = "\n".join(f"| {k} | {settings.get(k)} |" for k in keys)
     card = f"""---
 library_name: sentence-transformers
@@ -31,7 +44,7 @@ pipeline_tag: sentence-similarity
 tags: [sentence-transformers, feature-extraction, multilingual, distillation]
 ---
 
-# Multilingual student of `{Path(summary['teacher']).name}`
+# Multilingual student of `{Path(summary["teacher"]).name}`
 
 Distilled with polyglot-embed (`training.distill`) following Reimers & Gurevych 2020,
 *Making Monolingual Sentence Embeddings Multilingual using Knowledge Distillation*:
@@ -39,17 +52,20 @@ student(en) and student(translation) are both regressed (MSE) onto teacher(en). 
 student's vectors live in the **teacher's** embedding space, so an index built with the
 English teacher can be queried in the other languages.
 
-- Teacher: `{summary['teacher']}`
-- Student initialised from: `{summary['student']}`
-- Training data: {langs}; {summary['samples']} training sentences, {summary['skipped_lines']} malformed lines skipped
-- Hardware: {summary['hardware']}, device `{summary['device']}`, precision `{summary['precision']}`
-- Wall time: {summary['wall_time_s'] / 60:.1f} min (training {summary.get('train_seconds', 0) / 60:.1f} min,
-  {summary.get('train_samples_per_second')} sentences/s, {summary.get('train_steps')} steps)
+- Teacher: `{summary["teacher"]}`
+- Student initialised from: `{summary["student"]}`
+- Training data: {langs}; {summary["samples"]} training sentences,
+  {summary["skipped_lines"]} malformed lines skipped
+- Hardware: {summary["hardware"]}, device `{summary["device"]}`,
+  precision `{summary["precision"]}`
+- Wall time: {summary["wall_time_s"] / 60:.1f} min (training
+  {summary.get("train_seconds", 0) / 60:.1f} min,
+  {summary.get("train_samples_per_second")} sentences/s, {summary.get("train_steps")} steps)
 
 Reproduce:
 
 ```bash
-{summary['command']}
+{summary["command"]}
 ```
 
 ## Settings

@@ -37,7 +37,9 @@ def validate_checkpoint(path: Path) -> None:
         state = json.loads((path / "trainer_state.json").read_text())
         int(state["global_step"])
     except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptCheckpointError(f"checkpoint {path}: trainer_state.json unreadable ({exc})") from exc
+        raise CorruptCheckpointError(
+            f"checkpoint {path}: trainer_state.json unreadable ({exc})"
+        ) from exc
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("pytorch_model*.bin"))
     if not weights:
         raise CorruptCheckpointError(f"checkpoint {path} has no model weights")
@@ -47,16 +49,20 @@ def validate_checkpoint(path: Path) -> None:
         try:
             torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any failure means unusable
-            raise CorruptCheckpointError(f"checkpoint {path}: {file.name} is corrupt ({exc})") from exc
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: {file.name} is corrupt ({exc})"
+            ) from exc
     for file in [w for w in weights if w.suffix == ".safetensors"]:
         try:
             from safetensors import safe_open
 
             with safe_open(str(file), framework="pt") as handle:
-                for key in handle.keys():
+                for key in handle:
                     handle.get_tensor(key)
         except Exception as exc:  # noqa: BLE001
-            raise CorruptCheckpointError(f"checkpoint {path}: {file.name} is corrupt ({exc})") from exc
+            raise CorruptCheckpointError(
+                f"checkpoint {path}: {file.name} is corrupt ({exc})"
+            ) from exc
 
 
 def latest_valid_checkpoint(folder: Path) -> Path | None:

@@ -100,7 +100,9 @@ def read_parallel_tsv(path: Path, language: str | None = None) -> ParallelCorpus
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                corpus.problems.append(f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})")
+                corpus.problems.append(
+                    f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                )
                 continue
             if not line.strip():
                 continue
@@ -168,9 +170,7 @@ def read_stsb_parallel(path: Path, languages: list[str], split: str = "train") -
     english_rows = _read_stsb_rows(english_file, corpus)
     for lang in languages:
         if lang == "en":
-            corpus.triples.extend(
-                (s, s, "en") for row in english_rows if row for s in row
-            )
+            corpus.triples.extend((s, s, "en") for row in english_rows if row for s in row)
             continue
         lang_file = folder / f"stsb-{lang}-{split}.csv"
         rows = _read_stsb_rows(lang_file, corpus)
@@ -181,13 +181,13 @@ def read_stsb_parallel(path: Path, languages: list[str], split: str = "train") -
             )
         for en_row, xx_row in zip(english_rows, rows):
             if en_row and xx_row:
-                corpus.triples.extend(
-                    (en, xx, lang) for en, xx in zip(en_row, xx_row)
-                )
+                corpus.triples.extend((en, xx, lang) for en, xx in zip(en_row, xx_row))
     return corpus
 
 
-def read_hf_parallel(spec: str, languages: list[str], max_rows: int | None = None) -> ParallelCorpus:
+def read_hf_parallel(
+    spec: str, languages: list[str], max_rows: int | None = None
+) -> ParallelCorpus:
     """`hf:<dataset>[:<config>]` with `english` and `non_english` columns (needs the hub)."""
     from datasets import load_dataset
 
@@ -211,9 +211,7 @@ def read_hf_parallel(spec: str, languages: list[str], max_rows: int | None = Non
     return corpus
 
 
-def read_parallel(
-    source: str | Path, languages: list[str], split: str = "train"
-) -> ParallelCorpus:
+def read_parallel(source: str | Path, languages: list[str], split: str = "train") -> ParallelCorpus:
     """Read one `--train`/`--dev` source, choosing the reader by its form; a folder
     source reads its `split` (train for `--train`, dev for `--dev`)."""
     text = str(source)

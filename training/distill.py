@@ -46,13 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--projection", choices=["auto", "lstsq", "none"], default="auto")
     g.add_argument("--projection-ridge", type=float, default=1e-2)
-    g.add_argument("--projection-lr", type=float, help="learning rate of the projection (default: --lr)")
+    g.add_argument(
+        "--projection-lr", type=float, help="learning rate of the projection (default: --lr)"
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--train", action="append", default=[], help="TSV[.gz], stsb folder or hf:NAME (repeatable)")
+    g.add_argument(
+        "--train", action="append", default=[], help="TSV[.gz], stsb folder or hf:NAME (repeatable)"
+    )
     g.add_argument("--dev", action="append", default=[], help="same formats, for MSE evaluation")
     g.add_argument("--languages", default="en,de,es,fr,it", help="languages read from folders")
     g.add_argument("--max-pairs-per-language", type=int)
-    g.add_argument("--data", help="evaluation data root (stsb-multi-mt/, tatoeba/); default $POLYGLOT_DATA or ../shared/data")
+    g.add_argument(
+        "--data",
+        help="evaluation data root (stsb-multi-mt/, tatoeba/); "
+        "default $POLYGLOT_DATA or ../shared/data",
+    )
     g.add_argument("--eval-languages", help="languages to evaluate (default: --languages)")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=float, default=1.0)
@@ -70,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     g = p.add_argument_group("output")
     g.add_argument("--output", type=Path, required=False, help="model folder to write")
-    g.add_argument("--cache-dir", type=Path, help="teacher-embedding cache (default: OUTPUT/../.teacher-cache)")
+    g.add_argument(
+        "--cache-dir", type=Path, help="teacher-embedding cache (default: OUTPUT/../.teacher-cache)"
+    )
     g.add_argument("--skip-eval", action="store_true", help="no STS/Tatoeba evaluation")
     g.add_argument("--skip-eval-before", action="store_true", help="no evaluation before training")
     g.add_argument("--export", default="default", help="'default' (fp32+O2+int8), 'fp32' or 'none'")
@@ -212,7 +222,10 @@ def evaluate_phase(name, model, args, data_dir, teacher, dev_triples, output, re
     started = time.time()
     languages = parse_languages(args.eval_languages or args.languages)
     result = evaluate_model(
-        model, data_dir, languages, teacher=teacher if name != "teacher" else None,
+        model,
+        data_dir,
+        languages,
+        teacher=teacher if name != "teacher" else None,
         dev_pairs=dev_triples if name != "teacher" else None,
     )
     results[name] = result
@@ -264,7 +277,9 @@ def run(args: argparse.Namespace) -> Path:
     results: dict = {}
     if not args.skip_eval_before and resume_from is None:
         evaluate_phase("teacher", teacher, args, data_dir, teacher, None, output, results)
-        evaluate_phase("student-before", model, args, data_dir, teacher, dev_triples, output, results)
+        evaluate_phase(
+            "student-before", model, args, data_dir, teacher, dev_triples, output, results
+        )
 
     dataset = build_dataset(samples, targets)
     stats = train_student(

@@ -153,9 +153,7 @@ def evaluate_sts(
         mono[f"{lang}-{lang}"] = spearman_x100(cosine_rows(encode(xx1), encode(xx2)), gold)
         mono[f"en-{lang}"] = spearman_x100(cosine_rows(encode(en1), encode(xx2)), gold)
         if teacher is not None:
-            cross_space[f"en-{lang}"] = spearman_x100(
-                cosine_rows(teacher(en1), encode(xx2)), gold
-            )
+            cross_space[f"en-{lang}"] = spearman_x100(cosine_rows(teacher(en1), encode(xx2)), gold)
     return mono, cross_space
 
 
@@ -238,7 +236,9 @@ def markdown_table(results: dict[str, EvaluationResult]) -> str:
                     "tatoeba_cross_space": f"Tatoeba model({key.split('->')[0]})->teacher(eng)",
                     "mse": f"MSE x100 {key}",
                 }[group]
-                rows.setdefault(label, [""] * len(names))[col] = f"{value:.1f}" if group != "mse" else f"{value:.3f}"
+                rows.setdefault(label, [""] * len(names))[col] = (
+                    f"{value:.1f}" if group != "mse" else f"{value:.3f}"
+                )
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows.items()]
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """ONNX export of a sentence-transformers model folder (optimum / onnxruntime).
 
-    python -m training.export --model PATH [--optimize O2] [--quantize avx2] [--fp16] [--all]
+python -m training.export --model PATH [--optimize O2] [--quantize avx2] [--fp16] [--all]
 """
 
 from __future__ import annotations

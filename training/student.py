@@ -118,7 +118,9 @@ def insert_projection(model: SentenceTransformer, out_dim: int) -> models.Dense:
     return dense
 
 
-def fit_linear_map(x: np.ndarray, y: np.ndarray, ridge: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
+def fit_linear_map(
+    x: np.ndarray, y: np.ndarray, ridge: float = 1e-2
+) -> tuple[np.ndarray, np.ndarray]:
     """Ridge least squares y ~ x @ w + b, minimising mean ||x w + b - y||^2 + ridge ||w||^2
     (the bias is not penalised). Returns (w [in, out], b [out])."""
     x = np.asarray(x, dtype=np.float64)

@@ -52,7 +52,9 @@ class ProgressCallback(TrainerCallback):
         now = time.time()
         steps = state.global_step - self.last_step
         if steps > 0 and now > self.last_time:
-            logs["sentences_per_second"] = round(steps * self.batch_size / (now - self.last_time), 1)
+            logs["sentences_per_second"] = round(
+                steps * self.batch_size / (now - self.last_time), 1
+            )
         self.last_time, self.last_step = now, state.global_step
         log.info("step %d: %s", state.global_step, logs)
 
@@ -97,13 +99,23 @@ def training_arguments(args, checkpoint_dir: Path, device: str, precision: str, 
     )
 
 
-def train_student(model, dataset, args, checkpoint_dir: Path, device, precision, projection,
-                  resume_from: Path | None) -> dict:
+def train_student(
+    model,
+    dataset,
+    args,
+    checkpoint_dir: Path,
+    device,
+    precision,
+    projection,
+    resume_from: Path | None,
+) -> dict:
     """Train in place; returns throughput figures for the model card."""
     loss = CheckedMSELoss(model)
     eval_dataset = None
     if args.eval_steps:
-        split = dataset.train_test_split(test_size=min(500, max(1, len(dataset) // 20)), seed=args.seed)
+        split = dataset.train_test_split(
+            test_size=min(500, max(1, len(dataset) // 20)), seed=args.seed
+        )
         dataset, eval_dataset = split["train"], split["test"]
     optimizer = None
     if args.projection_lr and projection is not None:

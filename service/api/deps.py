@@ -34,8 +34,10 @@ def require_api_key(request: Request) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(
-            401, "missing API key: send 'Authorization: Bearer <key>'",
-            code="missing_api_key", headers={"WWW-Authenticate": "Bearer"},
+            401,
+            "missing API key: send 'Authorization: Bearer <key>'",
+            code="missing_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     if not key_matches(token.strip().encode(), keys):
         raise ApiError(403, "invalid API key", code="invalid_api_key")

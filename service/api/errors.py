@@ -5,23 +5,39 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from service.api.responses import JSONResponse
 
+from service.api.responses import JSONResponse
 from service.engine.batcher import BatchFailedError, QueueFullError, ShuttingDownError
 from service.engine.engine import RequestTimeoutError, UnknownPromptError
 from service.engine.tokenizer import TextTooLongError
 
 # TEI's error_type names, and the OpenAI `type` that goes with each status family
-TEI_TYPES = {400: "Validation", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-             413: "Validation", 415: "Validation", 422: "Validation", 429: "Overloaded",
-             500: "Backend", 503: "Unhealthy"}
+TEI_TYPES = {
+    400: "Validation",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    413: "Validation",
+    415: "Validation",
+    422: "Validation",
+    429: "Overloaded",
+    500: "Backend",
+    503: "Unhealthy",
+}
 
 
 class ApiError(Exception):
     """An HTTP error with a message that says what was wrong and, where one applies, the limit."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
@@ -41,8 +57,14 @@ def openai_type(status: int) -> str:
 
 def render(request: Request, error: ApiError) -> JSONResponse:
     if request.url.path.startswith("/v1/"):
-        body = {"error": {"message": error.message, "type": openai_type(error.status),
-                          "param": error.param, "code": error.code}}
+        body = {
+            "error": {
+                "message": error.message,
+                "type": openai_type(error.status),
+                "param": error.param,
+                "code": error.code,
+            }
+        }
     else:
         body = {"error": error.message, "error_type": TEI_TYPES.get(error.status, "Validation")}
     return JSONResponse(body, status_code=error.status, headers=error.headers)
@@ -101,6 +123,12 @@ def install_error_handlers(app: FastAPI) -> None:
             status = 400  # OpenAI answers invalid requests with 400
         return render(request, ApiError(status, message, param=param, code="invalid_request"))
 
-    for kind in (QueueFullError, TextTooLongError, UnknownPromptError, RequestTimeoutError,
-                 ShuttingDownError, BatchFailedError):
+    for kind in (
+        QueueFullError,
+        TextTooLongError,
+        UnknownPromptError,
+        RequestTimeoutError,
+        ShuttingDownError,
+        BatchFailedError,
+    ):
         app.add_exception_handler(kind, lambda request, exc: render(request, to_api_error(exc)))

@@ -15,14 +15,27 @@ MAX_JSON_DEPTH = 32
 
 async def _send_json(send: Send, status: int, body: dict, path: str) -> None:
     if path.startswith("/v1/"):
-        payload = {"error": {"message": body["error"], "type": "invalid_request_error",
-                             "param": None, "code": body["code"]}}
+        payload = {
+            "error": {
+                "message": body["error"],
+                "type": "invalid_request_error",
+                "param": None,
+                "code": body["code"],
+            }
+        }
     else:
         payload = {"error": body["error"], "error_type": "Validation"}
     data = orjson.dumps(payload)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -34,7 +47,9 @@ def json_depth(value) -> int:
         if isinstance(node, (list, dict)):
             deepest = max(deepest, depth)
             children = node.values() if isinstance(node, dict) else node
-            stack.extend((child, depth + 1) for child in children if isinstance(child, (list, dict)))
+            stack.extend(
+                (child, depth + 1) for child in children if isinstance(child, (list, dict))
+            )
     return deepest
 
 
@@ -54,14 +69,28 @@ class BodyGuardMiddleware:
         limit = self.max_body_bytes
         content_type = headers.get(b"content-type", b"application/json").decode("latin-1")
         if "json" not in content_type.lower():
-            await _send_json(send, 415, {"error": f"content-type must be application/json, got "
-                                         f"'{content_type}'", "code": "unsupported_media_type"}, path)
+            await _send_json(
+                send,
+                415,
+                {
+                    "error": f"content-type must be application/json, got '{content_type}'",
+                    "code": "unsupported_media_type",
+                },
+                path,
+            )
             return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_json(send, 413, {"error": f"request body of {int(declared)} bytes exceeds "
-                                         f"the limit of {limit} bytes (max_body_bytes)",
-                                         "code": "body_too_large"}, path)
+            await _send_json(
+                send,
+                413,
+                {
+                    "error": f"request body of {int(declared)} bytes exceeds "
+                    f"the limit of {limit} bytes (max_body_bytes)",
+                    "code": "body_too_large",
+                },
+                path,
+            )
             return
         chunks, size = [], 0
         while True:
@@ -71,9 +100,16 @@ class BodyGuardMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _send_json(send, 413, {"error": f"request body exceeds the limit of {limit} "
-                                             "bytes (max_body_bytes)", "code": "body_too_large"},
-                                 path)
+                await _send_json(
+                    send,
+                    413,
+                    {
+                        "error": f"request body exceeds the limit of {limit} "
+                        "bytes (max_body_bytes)",
+                        "code": "body_too_large",
+                    },
+                    path,
+                )
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -83,13 +119,23 @@ class BodyGuardMiddleware:
             try:
                 depth = json_depth(orjson.loads(body))
             except orjson.JSONDecodeError as exc:
-                await _send_json(send, 400, {"error": f"request body is not valid JSON: {exc}",
-                                             "code": "invalid_json"}, path)
+                await _send_json(
+                    send,
+                    400,
+                    {"error": f"request body is not valid JSON: {exc}", "code": "invalid_json"},
+                    path,
+                )
                 return
             if depth > MAX_JSON_DEPTH:
-                await _send_json(send, 400, {"error": f"JSON nested {depth} levels deep; the "
-                                             f"limit is {MAX_JSON_DEPTH}", "code": "invalid_json"},
-                                 path)
+                await _send_json(
+                    send,
+                    400,
+                    {
+                        "error": f"JSON nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}",
+                        "code": "invalid_json",
+                    },
+                    path,
+                )
                 return
         replayed = False
 

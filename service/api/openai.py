@@ -6,10 +6,10 @@ import base64
 
 import numpy as np
 from fastapi import APIRouter, Depends
-from service.api.responses import JSONResponse
 
 from service.api.deps import get_engine, require_api_key
 from service.api.errors import to_api_error
+from service.api.responses import JSONResponse
 from service.api.schemas import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
@@ -28,16 +28,24 @@ def encode_base64(vector: np.ndarray) -> str:
     return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
 
 
-@router.post("/v1/embeddings", response_model=OpenAIEmbeddingResponse,
-             responses={400: {"description": "invalid request"}, 413: {"description": "too large"},
-                        429: {"description": "queue full"}, 503: {"description": "unavailable"}})
+@router.post(
+    "/v1/embeddings",
+    response_model=OpenAIEmbeddingResponse,
+    responses={
+        400: {"description": "invalid request"},
+        413: {"description": "too large"},
+        429: {"description": "queue full"},
+        503: {"description": "unavailable"},
+    },
+)
 async def create_embeddings(
     body: OpenAIEmbeddingRequest, engine: EmbeddingEngine = Depends(get_engine)
 ):
     """Embeddings in OpenAI's response shape; `dimensions` truncates then re-normalises."""
     settings = engine.settings
-    texts = validate_inputs(as_list(body.input), settings.max_client_batch_size,
-                            settings.max_input_chars, "input")
+    texts = validate_inputs(
+        as_list(body.input), settings.max_client_batch_size, settings.max_input_chars, "input"
+    )
     check_dimensions(body.dimensions, engine.spec.dimension, status=400)
     try:
         result = await engine.embed(texts)
@@ -46,14 +54,18 @@ async def create_embeddings(
     normalize = engine.spec.normalize or body.dimensions is not None
     vectors = postprocess(result.vectors, normalize, body.dimensions)
     if body.encoding_format == "base64":
-        data = [{"object": "embedding", "index": i, "embedding": encode_base64(v)}
-                for i, v in enumerate(vectors)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": encode_base64(v)}
+            for i, v in enumerate(vectors)
+        ]
     else:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
     tokens = sum(result.token_counts)
-    return JSONResponse({
-        "object": "list",
-        "data": data,
-        "model": engine.model_name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": engine.model_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from service.api.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
 from service.api.deps import require_api_key
+from service.api.responses import JSONResponse
 from service.api.schemas import HealthResponse, InfoResponse
 
 router = APIRouter(tags=["operations"])
@@ -18,10 +18,13 @@ def _guard(request: Request) -> None:
         require_api_key(request)
 
 
-@router.get("/health", response_model=HealthResponse,
-            responses={503: {"description": "loading or draining", "model": HealthResponse}})
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    responses={503: {"description": "loading or draining", "model": HealthResponse}},
+)
 async def health(request: Request):
-    """200 once the model is loaded and a warm-up inference passed; 503 before and while draining."""
+    """200 once the model loaded and a warm-up inference passed; 503 before, and draining."""
     _guard(request)
     state = request.app.state
     engine = getattr(state, "engine", None)

@@ -143,19 +143,25 @@ def validate_inputs(texts: list, max_inputs: int, max_chars: int, field: str) ->
         raise ApiError(
             400,
             f"{field}: token-id arrays are not supported by this server; send the text itself",
-            param=field, code="unsupported_input",
+            param=field,
+            code="unsupported_input",
         )
     if len(texts) > max_inputs:
         raise ApiError(
-            413, f"{field}: {len(texts)} inputs in one request, more than the limit of "
+            413,
+            f"{field}: {len(texts)} inputs in one request, more than the limit of "
             f"{max_inputs} (max_client_batch_size); split the request",
-            param=field, code="too_many_inputs",
+            param=field,
+            code="too_many_inputs",
         )
     for index, text in enumerate(texts):
         if len(text) > max_chars:
             raise ApiError(
-                413, f"{field}[{index}]: {len(text)} characters, more than the limit of "
-                f"{max_chars} (max_input_chars)", param=field, code="input_too_long",
+                413,
+                f"{field}[{index}]: {len(text)} characters, more than the limit of "
+                f"{max_chars} (max_input_chars)",
+                param=field,
+                code="input_too_long",
             )
     return texts
 
@@ -165,5 +171,7 @@ def check_dimensions(dimensions: int | None, model_dimension: int, status: int =
         raise ApiError(
             status,
             f"dimensions must be between 1 and {model_dimension} (the model's dimension), "
-            f"got {dimensions}", param="dimensions", code="invalid_dimensions",
+            f"got {dimensions}",
+            param="dimensions",
+            code="invalid_dimensions",
         )

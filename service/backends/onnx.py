@@ -52,8 +52,10 @@ def ensure_onnx_export(model_dir: Path, transformer_dir: Path, cache_root: Path)
     for folder in onnx_dirs(model_dir, cache_root):
         if (folder / FP32_FILE).exists() or any(folder.glob("*.onnx")):
             return folder
-    target = model_dir / "onnx" if folder_is_writable(model_dir) else export_cache_dir(
-        model_dir, cache_root
+    target = (
+        model_dir / "onnx"
+        if folder_is_writable(model_dir)
+        else export_cache_dir(model_dir, cache_root)
     )
     log.info("no ONNX file for %s: exporting once with optimum into %s", model_dir, target)
     from training.export import export_fp32

@@ -58,4 +58,3 @@ class TorchBackend(Backend):
 
     def close(self) -> None:
         self.model = None
-

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -183,10 +184,8 @@ class Batcher:
         self._accepting = False
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for item in self._queue:
             if not item.request.finished:
                 item.request.future.set_exception(ShuttingDownError("server stopped"))
@@ -271,8 +270,12 @@ class Batcher:
             return
         longest = max(t.length for t in texts)
         self.on_batch(
-            BatchStats(len(texts), longest * len(texts), sum(t.length for t in texts),
-                       time.perf_counter() - started)
+            BatchStats(
+                len(texts),
+                longest * len(texts),
+                sum(t.length for t in texts),
+                time.perf_counter() - started,
+            )
         )
         for item, vector in zip(batch, vectors):
             request = item.request

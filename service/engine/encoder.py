@@ -12,9 +12,7 @@ from service.engine.pooling import l2_normalize, pool
 from service.engine.tokenizer import TokenizedText
 
 
-def pad_batch(
-    items: list[TokenizedText], pad_id: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pad_batch(items: list[TokenizedText], pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Right-pad to the longest item: (input_ids, attention_mask, token_type_ids) int64."""
     width = max(item.length for item in items)
     ids = np.full((len(items), width), pad_id, dtype=np.int64)
@@ -44,9 +42,7 @@ class SentenceEncoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def postprocess(
-    vectors: np.ndarray, normalize: bool, dimensions: int | None = None
-) -> np.ndarray:
+def postprocess(vectors: np.ndarray, normalize: bool, dimensions: int | None = None) -> np.ndarray:
     """Truncate to `dimensions` (Matryoshka-style), then L2-normalise if asked."""
     if dimensions is not None:
         vectors = vectors[:, :dimensions]

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.backends.base import Backend
 from service.config import Settings
-from service.engine.batcher import BatchLimits, Batcher, BatchStats
+from service.engine.batcher import Batcher, BatchLimits, BatchStats
 from service.engine.encoder import SentenceEncoder
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
@@ -98,7 +98,9 @@ class EmbeddingEngine:
         lowercase = _do_lower_case(spec.transformer_path)
         tokenizer = ModelTokenizer(spec.transformer_path, spec.max_seq_length, lowercase)
         backend = backend or create_backend(settings, spec)
-        return cls(settings, spec, tokenizer, SentenceEncoder(spec, backend, tokenizer.pad_id), metrics)
+        return cls(
+            settings, spec, tokenizer, SentenceEncoder(spec, backend, tokenizer.pad_id), metrics
+        )
 
     @property
     def backend(self) -> Backend:
@@ -126,9 +128,15 @@ class EmbeddingEngine:
         self.batcher.start()
         await self.embed(["warm-up"], truncate=True)
         self.ready = True
-        log.info("model %s ready: dim %d, max %d tokens, pooling %s, normalize %s, %s",
-                 self.model_name, self.spec.dimension, self.tokenizer.max_length,
-                 "+".join(self.spec.pooling), self.spec.normalize, self.backend.info)
+        log.info(
+            "model %s ready: dim %d, max %d tokens, pooling %s, normalize %s, %s",
+            self.model_name,
+            self.spec.dimension,
+            self.tokenizer.max_length,
+            "+".join(self.spec.pooling),
+            self.spec.normalize,
+            self.backend.info,
+        )
 
     async def drain(self, timeout: float) -> bool:
         self.ready = False

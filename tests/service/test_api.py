@@ -47,8 +47,9 @@ def test_embed_truncate_left_differs_from_right(client):
 def test_similarity_is_cosine_of_embeddings(client):
     body = {"inputs": {"source_sentence": "A dog runs.", "sentences": ["A puppy runs.", "Taxes."]}}
     scores = client.post("/similarity", json=body).json()
-    vecs = np.asarray(client.post("/embed", json={"inputs": ["A dog runs.", "A puppy runs.",
-                                                              "Taxes."]}).json())
+    vecs = np.asarray(
+        client.post("/embed", json={"inputs": ["A dog runs.", "A puppy runs.", "Taxes."]}).json()
+    )
     assert len(scores) == 2 and scores[0] > scores[1]
     assert np.allclose(scores, vecs[1:] @ vecs[0], atol=1e-5)
 
@@ -56,7 +57,9 @@ def test_similarity_is_cosine_of_embeddings(client):
 def test_openai_float_and_base64_agree_and_count_tokens(client, st_model):
     texts = ["hello world", "Der Hund spielt im Garten."]
     floats = client.post("/v1/embeddings", json={"input": texts, "model": "anything"}).json()
-    assert floats["object"] == "list" and floats["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert (
+        floats["object"] == "list" and floats["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    )
     assert [d["index"] for d in floats["data"]] == [0, 1]
     assert all(d["object"] == "embedding" for d in floats["data"])
     b64 = client.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"}).json()
@@ -89,15 +92,24 @@ def test_metrics_move_after_traffic(client):
     client.post("/embed", json={"inputs": []})
     after = client.get("/metrics").text
     ok = {"route": "/embed", "status": "200"}
-    assert metric_value(after, "embed_requests_total", ok) == metric_value(
-        before, "embed_requests_total", ok) + 1
+    assert (
+        metric_value(after, "embed_requests_total", ok)
+        == metric_value(before, "embed_requests_total", ok) + 1
+    )
     assert metric_value(after, "embed_requests_total", {"route": "/embed", "status": "422"}) >= 1
     assert metric_value(after, "embed_input_tokens_total") > metric_value(
-        before, "embed_input_tokens_total")
-    assert metric_value(after, "embed_batch_size_count") > metric_value(before, "embed_batch_size_count")
-    for name in ("embed_queue_depth", "embed_batch_tokens_bucket",
-                 "embed_inference_duration_seconds_bucket", "embed_request_duration_seconds_bucket",
-                 "embed_model_info"):
+        before, "embed_input_tokens_total"
+    )
+    assert metric_value(after, "embed_batch_size_count") > metric_value(
+        before, "embed_batch_size_count"
+    )
+    for name in (
+        "embed_queue_depth",
+        "embed_batch_tokens_bucket",
+        "embed_inference_duration_seconds_bucket",
+        "embed_request_duration_seconds_bucket",
+        "embed_model_info",
+    ):
         assert name in after
 
 
@@ -120,8 +132,9 @@ def test_default_prompt_setting(bundled_model, tmp_path, cache_dir, st_model):
     config = json.loads((folder / "config_sentence_transformers.json").read_text())
     config["prompts"] = {"query": "query: "}
     (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
-    settings = Settings(_env_file=None, cache_dir=cache_dir, model=str(folder),
-                        default_prompt_name="query")
+    settings = Settings(
+        _env_file=None, cache_dir=cache_dir, model=str(folder), default_prompt_name="query"
+    )
     with running(settings) as client:
         got = client.post("/embed", json={"inputs": "where is it"}).json()
     assert np.allclose(got[0], st_model.encode("query: where is it"), atol=1e-4)
@@ -130,8 +143,11 @@ def test_default_prompt_setting(bundled_model, tmp_path, cache_dir, st_model):
 @pytest.mark.parametrize("route", ["/embed", "/v1/embeddings", "/similarity"])
 def test_api_key_required_when_configured(route, cache_dir):
     settings = Settings(_env_file=None, cache_dir=cache_dir, api_key="k1,k2")
-    body = {"/embed": {"inputs": "x"}, "/v1/embeddings": {"input": "x"},
-            "/similarity": {"inputs": {"source_sentence": "x", "sentences": ["y"]}}}[route]
+    body = {
+        "/embed": {"inputs": "x"},
+        "/v1/embeddings": {"input": "x"},
+        "/similarity": {"inputs": {"source_sentence": "x", "sentences": ["y"]}},
+    }[route]
     with running(settings) as client:
         missing = client.post(route, json=body)
         wrong = client.post(route, json=body, headers={"Authorization": "Bearer nope"})

@@ -12,8 +12,13 @@ LONG = "word " * 400  # > 256 tokens
 
 @pytest.fixture(scope="module")
 def strict_client(cache_dir):
-    settings = Settings(_env_file=None, cache_dir=cache_dir, max_client_batch_size=4,
-                        max_input_chars=5000, max_body_bytes=64 * 1024)
+    settings = Settings(
+        _env_file=None,
+        cache_dir=cache_dir,
+        max_client_batch_size=4,
+        max_input_chars=5000,
+        max_body_bytes=64 * 1024,
+    )
     with running(settings) as client:
         yield client
 
@@ -46,8 +51,9 @@ CASES = [
 @pytest.mark.parametrize(("route", "body", "status", "words"), CASES)
 def test_bad_input(strict_client, route, body, status, words):
     if isinstance(body, bytes):
-        response = strict_client.post(route, content=body,
-                                      headers={"content-type": "application/json"})
+        response = strict_client.post(
+            route, content=body, headers={"content-type": "application/json"}
+        )
     else:
         response = strict_client.post(route, json=body)
     assert response.status_code == status, response.text
@@ -62,21 +68,26 @@ def test_bad_input(strict_client, route, body, status, words):
 
 
 def test_wrong_content_type_is_415(strict_client):
-    response = strict_client.post("/embed", content=b'{"inputs":"x"}',
-                                  headers={"content-type": "text/plain"})
+    response = strict_client.post(
+        "/embed", content=b'{"inputs":"x"}', headers={"content-type": "text/plain"}
+    )
     assert response.status_code == 415 and "application/json" in response.json()["error"]
 
 
 def test_body_over_limit_is_413_before_parsing(strict_client):
-    response = strict_client.post("/embed", content=b'{"inputs": "' + b"a" * 70_000 + b'"}',
-                                  headers={"content-type": "application/json"})
+    response = strict_client.post(
+        "/embed",
+        content=b'{"inputs": "' + b"a" * 70_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 413 and "65536" in response.json()["error"]
 
 
 def test_deeply_nested_json_is_400(strict_client):
     body = b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    response = strict_client.post("/embed", content=body,
-                                  headers={"content-type": "application/json"})
+    response = strict_client.post(
+        "/embed", content=body, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
 
 

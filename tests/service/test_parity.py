@@ -41,8 +41,11 @@ def test_cls_unnormalised_model_matches_exactly(bundled_model, tmp_path, cache_d
     pooling = json.loads((folder / "1_Pooling/config.json").read_text())
     pooling.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
     (folder / "1_Pooling/config.json").write_text(json.dumps(pooling))
-    modules = [m for m in json.loads((folder / "modules.json").read_text())
-               if not m["type"].endswith("Normalize")]
+    modules = [
+        m
+        for m in json.loads((folder / "modules.json").read_text())
+        if not m["type"].endswith("Normalize")
+    ]
     (folder / "modules.json").write_text(json.dumps(modules))
 
     expected = SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)

@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine:
+#   make serve   install (once) and start the service on the bundled offline model
+#   make test    install (once) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_VERSION ?= 2.13.0
+PIP_FLAGS ?= --disable-pip-version-check -q
+
+.PHONY: install serve test lint format distill student clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+	# the CPU torch first: a looser requirement would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install $(PIP_FLAGS) torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/python -m service $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+student: $(STAMP)
+	$(BIN)/python -m training.students.e5_offline --output models/e5-small-offline
+
+distill: $(STAMP)
+	$(BIN)/python -m training.distill --train ../shared/data --dev ../shared/data \
+		--languages en,de,es,fr,it --output runs/minilm-multilingual $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,148 @@
+"""Cross-request batching, overload (429), failures, timeouts and cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from service.config import Settings
+from service.engine.batcher import BatchLimits, WorkItem, plan_batches
+from service.engine.tokenizer import TokenizedText
+from tests.service.conftest import async_running, metric_value
+
+
+def _item(length: int) -> WorkItem:
+    return WorkItem(
+        TokenizedText([1] * length, [0] * length, length), request=None, index=0, enqueued=0.0
+    )
+
+
+def test_plan_batches_respects_token_budget_and_size_cap():
+    rng = random.Random(0)
+    items = [_item(rng.randint(1, 128)) for _ in range(500)]
+    limits = BatchLimits(
+        max_batch_tokens=1024, max_batch_size=32, max_wait_s=0, max_queued_inputs=10_000
+    )
+    batches = plan_batches(items, limits)
+    assert sum(len(b) for b in batches) == 500
+    for batch in batches:
+        lengths = [it.text.length for it in batch]
+        assert len(batch) <= 32
+        assert max(lengths) * len(batch) <= 1024
+        assert lengths == sorted(lengths)
+
+
+def test_plan_batches_single_text_at_budget():
+    limits = BatchLimits(256, 8, 0, 100)
+    assert [len(b) for b in plan_batches([_item(256), _item(256)], limits)] == [1, 1]
+
+
+async def test_concurrent_requests_get_their_own_vectors_in_order(
+    cache_dir, st_model, recording_backend
+):
+    rng = random.Random(1)
+    words = "the a dog cat runs sleeps garden house blue red quickly über café 日本".split()
+    requests = [
+        [" ".join(rng.choices(words, k=rng.randint(1, 60))) for _ in range(rng.randint(1, 6))]
+        for _ in range(40)
+    ]
+    settings = Settings(_env_file=None, cache_dir=cache_dir, max_batch_tokens=512, max_wait_ms=20)
+    async with async_running(settings, recording_backend) as client:
+        responses = await asyncio.gather(
+            *(client.post("/embed", json={"inputs": texts}) for texts in requests)
+        )
+        metrics = (await client.get("/metrics")).text
+    for texts, response in zip(requests, responses):
+        assert response.status_code == 200
+        got = np.asarray(response.json())
+        expected = st_model.encode(texts)
+        assert got.shape == expected.shape
+        assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
+    shapes = recording_backend.shapes[1:]  # [0] is the warm-up
+    assert all(rows * width <= 512 for rows, width in shapes)
+    assert max(rows for rows, _ in shapes) > 6  # texts of different requests shared a batch
+    assert metric_value(metrics, "embed_batch_size_count") == len(recording_backend.shapes)
+
+
+async def test_full_queue_answers_429_with_retry_after(cache_dir, recording_backend):
+    settings = Settings(
+        _env_file=None, cache_dir=cache_dir, max_queued_inputs=4, max_batch_size=2, max_wait_ms=0
+    )
+    async with async_running(settings, recording_backend) as client:
+        recording_backend.gate.clear()  # inference blocks: the queue fills up
+        recording_backend.entered.clear()
+        first = asyncio.create_task(client.post("/embed", json={"inputs": ["a", "b"]}))
+        await asyncio.to_thread(recording_backend.entered.wait, 5)
+        second = asyncio.create_task(client.post("/embed", json={"inputs": ["c", "d", "e"]}))
+        await asyncio.sleep(0.2)
+        over = await client.post("/embed", json={"inputs": ["f", "g"]})
+        over_openai = await client.post("/v1/embeddings", json={"input": ["f", "g"]})
+        recording_backend.gate.set()
+        done = await asyncio.gather(first, second)
+        depth = metric_value((await client.get("/metrics")).text, "embed_queue_depth")
+    assert over.status_code == 429 and over.headers["retry-after"] == "1"
+    assert "capacity 4" in over.json()["error"] and over.json()["error_type"] == "Overloaded"
+    assert over_openai.status_code == 429
+    assert over_openai.json()["error"]["type"] == "rate_limit_error"
+    assert [r.status_code for r in done] == [200, 200]  # nothing accepted was lost
+    assert depth == 0
+
+
+async def test_failing_batch_fails_only_its_requests(cache_dir, recording_backend, st_model):
+    poison = st_model.tokenizer.convert_tokens_to_ids("poison")
+    recording_backend.fail_on_token = poison
+    settings = Settings(_env_file=None, cache_dir=cache_dir, max_wait_ms=0)
+    async with async_running(settings, recording_backend) as client:
+        bad = await client.post("/embed", json={"inputs": ["this has poison in it"]})
+        bad_openai = await client.post("/v1/embeddings", json={"input": "poison"})
+        good = await client.post("/embed", json={"inputs": ["this is fine"]})
+        metrics = (await client.get("/metrics")).text
+        health = await client.get("/health")
+    assert bad.status_code == 500
+    assert "injected inference failure" in bad.json()["error"]
+    assert bad.json()["error_type"] == "Backend"
+    assert bad_openai.status_code == 500 and bad_openai.json()["error"]["type"] == "server_error"
+    assert good.status_code == 200
+    assert metric_value(metrics, "embed_batch_failures_total") == 2
+    assert health.status_code == 200
+
+
+async def test_request_timeout_is_503_and_frees_the_queue(cache_dir, recording_backend):
+    settings = Settings(
+        _env_file=None, cache_dir=cache_dir, request_timeout_s=0.3, max_batch_size=1, max_wait_ms=0
+    )
+    async with async_running(settings, recording_backend) as client:
+        recording_backend.gate.clear()
+        responses = await asyncio.gather(
+            *(client.post("/embed", json={"inputs": [f"text {i}"]}) for i in range(3))
+        )
+        engine = client.app.state.engine
+        depth = engine.batcher.queue_depth
+        recording_backend.gate.set()
+        await asyncio.sleep(0.1)
+        after = await client.post("/embed", json={"inputs": ["back to normal"]})
+    assert all(r.status_code == 503 for r in responses)
+    assert "within 0.3 s" in responses[0].json()["error"]
+    assert depth == 0
+    assert after.status_code == 200
+
+
+async def test_cancelled_request_leaves_no_queued_inputs(cache_dir, recording_backend):
+    settings = Settings(_env_file=None, cache_dir=cache_dir, max_batch_size=1, max_wait_ms=0)
+    async with async_running(settings, recording_backend) as client:
+        engine = client.app.state.engine
+        recording_backend.gate.clear()
+        recording_backend.entered.clear()
+        task = asyncio.create_task(engine.embed(["one", "two", "three", "four"]))
+        await asyncio.to_thread(recording_backend.entered.wait, 5)
+        assert engine.batcher.queue_depth == 3
+        task.cancel()  # what a client disconnect does to the handler
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert engine.batcher.queue_depth == 0
+        recording_backend.gate.set()
+        ok = await client.post("/embed", json={"inputs": ["next"]})
+    assert ok.status_code == 200

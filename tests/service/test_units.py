@@ -1,0 +1,110 @@
+"""Pure units: pooling against sentence-transformers, providers, ONNX variant choice."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import models
+
+from service.backends.onnx import OnnxFileError, choose_onnx_file
+from service.backends.providers import (
+    CPU,
+    CUDA,
+    ProviderUnavailableError,
+    effective_device,
+    select_providers,
+)
+from service.config import Settings
+from service.engine.pooling import pool
+
+
+@pytest.mark.parametrize(
+    "mode", ["mean", "cls", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens"]
+)
+def test_pooling_matches_sentence_transformers(mode):
+    rng = np.random.default_rng(0)
+    tokens = rng.normal(size=(4, 7, 16)).astype(np.float32)
+    mask = np.array([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2, [1] + [0] * 6])
+    reference = models.Pooling(16, pooling_mode=mode)
+    expected = reference(
+        {"token_embeddings": torch.from_numpy(tokens), "attention_mask": torch.from_numpy(mask)}
+    )["sentence_embedding"]
+    ours = pool(tokens, mask, (mode.removesuffix("_tokens"),))
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_providers_auto_prefers_cuda_and_falls_back_to_cpu():
+    assert select_providers("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert select_providers("auto", [CPU]) == [CPU]
+    assert select_providers("cpu", [CUDA, CPU]) == [CPU]
+    assert select_providers("cuda", ["TensorrtExecutionProvider", CUDA, CPU]) == [CUDA, CPU]
+
+
+def test_providers_cuda_without_cuda_build_is_a_clear_error():
+    with pytest.raises(ProviderUnavailableError, match="gpu extra"):
+        select_providers("cuda", [CPU])
+
+
+def test_effective_device_detects_silent_cpu_fallback(caplog):
+    with caplog.at_level(logging.WARNING):
+        assert effective_device([CPU], [CUDA, CPU]) == "cpu"
+    assert "serving on CPU" in caplog.text
+    assert effective_device([CUDA, CPU], [CUDA, CPU]) == "cuda"
+
+
+def _onnx_dir(tmp_path, names, report=None):
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    if report is not None:
+        (tmp_path / "report.json").write_text(json.dumps({"variants": report}))
+    return tmp_path
+
+
+def test_auto_picks_int8_on_cpu_only_when_parity_passed(tmp_path, monkeypatch):
+    monkeypatch.setattr("training.export.cpu_quantization_arch", lambda: "avx2")
+    names = ["model.onnx", "model_qint8_avx2.onnx", "model_fp16.onnx"]
+    passed = _onnx_dir(
+        tmp_path,
+        names,
+        {"model_qint8_avx2.onnx": {"passed": True}, "model_fp16.onnx": {"passed": True}},
+    )
+    assert choose_onnx_file(passed, "auto", "cpu").name == "model_qint8_avx2.onnx"
+    assert choose_onnx_file(passed, "auto", "cuda").name == "model_fp16.onnx"
+    (tmp_path / "report.json").write_text(
+        json.dumps({"variants": {"model_qint8_avx2.onnx": {"passed": False}}})
+    )
+    assert choose_onnx_file(tmp_path, "auto", "cpu").name == "model.onnx"
+    assert choose_onnx_file(tmp_path, "auto", "cuda").name == "model.onnx"
+
+
+def test_auto_without_report_serves_fp32(tmp_path):
+    folder = _onnx_dir(tmp_path, ["model.onnx", "model_qint8_avx2.onnx"])
+    assert choose_onnx_file(folder, "auto", "cpu").name == "model.onnx"
+
+
+def test_named_onnx_file_must_exist(tmp_path):
+    folder = _onnx_dir(tmp_path, ["model.onnx"])
+    assert choose_onnx_file(folder, "model.onnx", "cpu").name == "model.onnx"
+    with pytest.raises(OnnxFileError, match="available"):
+        choose_onnx_file(folder, "model_O3.onnx", "cpu")
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("EMBED_MAX_BATCH_TOKENS", "4096")
+    monkeypatch.setenv("EMBED_BACKEND", "torch")
+    monkeypatch.setenv("EMBED_API_KEY", "a, b")
+    settings = Settings(_env_file=None)
+    assert settings.max_batch_tokens == 4096 and settings.backend == "torch"
+    assert settings.api_keys() == [b"a", b"b"]
+    assert "a, b" not in repr(settings)  # keys never printed
+
+
+def test_settings_from_cli_flags():
+    from pydantic_settings import CliApp
+
+    settings = CliApp.run(Settings, cli_args=["--max-wait-ms", "7", "--port", "9000"])
+    assert settings.max_wait_ms == 7 and settings.port == 9000
