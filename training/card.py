@@ -54,7 +54,8 @@ English teacher can be queried in the other languages.
 
 - Teacher: `{summary["teacher"]}`
 - Student initialised from: `{summary["student"]}`
-- Training data: {langs}; {summary["samples"]} training sentences,
+- Training data: {", ".join(f"`{d}`" for d in summary.get("data", []))}: {langs};
+  {summary["samples"]} training sentences,
   {summary["skipped_lines"]} malformed lines skipped
 - Hardware: {summary["hardware"]}, device `{summary["device"]}`,
   precision `{summary["precision"]}`

@@ -57,7 +57,7 @@ def validate_checkpoint(path: Path) -> None:
             from safetensors import safe_open
 
             with safe_open(str(file), framework="pt") as handle:
-                for key in handle:
+                for key in handle.keys():  # noqa: SIM118 - safe_open is not iterable
                     handle.get_tensor(key)
         except Exception as exc:  # noqa: BLE001
             raise CorruptCheckpointError(

@@ -117,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 values[key] = [values[key]]
         parser.set_defaults(**values)
         args = parser.parse_args(argv)  # command-line flags win over the file
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not args.output:
         parser.error("--output is required (flag or config file)")
     if not args.train:
@@ -289,7 +290,8 @@ def run(args: argparse.Namespace) -> Path:
     evaluate_phase("student", model, args, data_dir, teacher, dev_triples, output, results)
     wall = time.time() - started
     summary = {
-        "command": "python -m training.distill " + " ".join(sys.argv[1:]),
+        "command": "python -m training.distill " + " ".join(args.argv),
+        "data": [str(source) for source in args.train],
         "teacher": teacher_id,
         "student": args.student or "multilingual-e5-small (offline rebuild)",
         "languages": dict(train.languages()),

@@ -70,21 +70,25 @@ def resolve_data_dir(data: str | Path | None) -> Path | None:
     return None
 
 
-def load_sts(data_dir: Path, language: str, split: str = "test"):
-    """(sentence1, sentence2, score) columns of `stsb-<lang>-<split>.csv`."""
+def load_sts(data_dir: Path, language: str, split: str = "test", limit: int | None = None):
+    """(sentence1, sentence2, score) columns of `stsb-<lang>-<split>.csv` (first `limit` rows)."""
     path = Path(data_dir) / "stsb-multi-mt" / f"stsb-{language}-{split}.csv"
     if not path.exists():
         raise FileNotFoundError(f"STS file not found: {path}")
     s1, s2, scores = [], [], []
     with path.open(encoding="utf-8", newline="") as handle:
         for row in csv.reader(handle):
+            if limit is not None and len(s1) >= limit:
+                break
             s1.append(row[0])
             s2.append(row[1])
             scores.append(float(row[2]))
     return s1, s2, np.asarray(scores)
 
 
-def load_tatoeba(data_dir: Path, language: str) -> tuple[list[str], list[str]]:
+def load_tatoeba(
+    data_dir: Path, language: str, limit: int | None = None
+) -> tuple[list[str], list[str]]:
     """(sentences in `language`, their English translations), line-aligned."""
     code = tatoeba_code(language)
     base = Path(data_dir) / "tatoeba"
@@ -95,7 +99,7 @@ def load_tatoeba(data_dir: Path, language: str) -> tuple[list[str], list[str]]:
     en = eng.read_text(encoding="utf-8").splitlines()
     if len(xx) != len(en):
         raise ValueError(f"{own} and {eng} are not aligned ({len(xx)} vs {len(en)} lines)")
-    return xx, en
+    return xx[:limit], en[:limit]
 
 
 # ---------------------------------------------------------------- encoding
@@ -138,18 +142,19 @@ def evaluate_sts(
     data_dir: Path,
     languages: list[str],
     teacher: CachedEncoder | None = None,
+    limit: int | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Monolingual (xx-xx) and cross-lingual (en-xx) STS Spearman x100; with a teacher,
     also sentence1 (English) by the teacher against sentence2 (xx) by the model."""
     mono, cross_space = {}, {}
-    en1, en2, gold = load_sts(data_dir, "en")
+    en1, en2, gold = load_sts(data_dir, "en", limit=limit)
     mono["en-en"] = spearman_x100(cosine_rows(encode(en1), encode(en2)), gold)
     if teacher is not None:
         cross_space["en-en"] = spearman_x100(cosine_rows(teacher(en1), encode(en2)), gold)
     for lang in languages:
         if lang == "en":
             continue
-        xx1, xx2, _ = load_sts(data_dir, lang)
+        xx1, xx2, _ = load_sts(data_dir, lang, limit=limit)
         mono[f"{lang}-{lang}"] = spearman_x100(cosine_rows(encode(xx1), encode(xx2)), gold)
         mono[f"en-{lang}"] = spearman_x100(cosine_rows(encode(en1), encode(xx2)), gold)
         if teacher is not None:
@@ -162,6 +167,7 @@ def evaluate_tatoeba(
     data_dir: Path,
     languages: list[str],
     teacher: CachedEncoder | None = None,
+    limit: int | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Translation retrieval accuracy (%) both ways per language; with a teacher, also
     model(xx) -> teacher(en) (an index built by the teacher answering xx queries)."""
@@ -170,7 +176,7 @@ def evaluate_tatoeba(
         if lang == "en":
             continue
         code = tatoeba_code(lang)
-        xx, en = load_tatoeba(data_dir, lang)
+        xx, en = load_tatoeba(data_dir, lang, limit)
         xx_vec, en_vec = encode(xx), encode(en)
         same[f"{code}->eng"] = retrieval_accuracy(xx_vec, en_vec)
         same[f"eng->{code}"] = retrieval_accuracy(en_vec, xx_vec)
@@ -201,19 +207,23 @@ def evaluate_model(
     teacher: Encoder | None = None,
     dev_pairs: list[tuple[str, str, str]] | None = None,
     batch_size: int = 128,
+    limit: int | None = None,
 ) -> EvaluationResult:
-    """Run every evaluation the data allows; missing data sets are skipped with a log line."""
+    """Run every evaluation the data allows (the first `limit` rows of each set, for quick
+    checks); missing data sets are skipped with a log line."""
     encode = CachedEncoder(model, batch_size)
     teach = CachedEncoder(teacher, batch_size) if teacher is not None else None
     result = EvaluationResult()
     if data_dir is not None:
         if (Path(data_dir) / "stsb-multi-mt").is_dir():
-            result.sts, result.sts_cross_space = evaluate_sts(encode, data_dir, languages, teach)
+            result.sts, result.sts_cross_space = evaluate_sts(
+                encode, data_dir, languages, teach, limit
+            )
         else:
             log.warning("no stsb-multi-mt in %s: STS skipped", data_dir)
         if (Path(data_dir) / "tatoeba").is_dir():
             result.tatoeba, result.tatoeba_cross_space = evaluate_tatoeba(
-                encode, data_dir, languages, teach
+                encode, data_dir, languages, teach, limit
             )
         else:
             log.warning("no tatoeba in %s: retrieval skipped", data_dir)
@@ -252,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", help="teacher model for cross-space figures and MSE")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    parser.add_argument("--limit", type=int, help="only the first N rows of each set (quick look)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -263,7 +274,12 @@ def main(argv: list[str] | None = None) -> None:
     model = SentenceTransformer(args.model)
     teacher = SentenceTransformer(args.teacher) if args.teacher else None
     result = evaluate_model(
-        model, data_dir, parse_languages(args.languages), teacher, batch_size=args.batch_size
+        model,
+        data_dir,
+        parse_languages(args.languages),
+        teacher,
+        batch_size=args.batch_size,
+        limit=args.limit,
     )
     print(markdown_table({Path(args.model).name or args.model: result}))
     if args.output:

