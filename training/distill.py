@@ -313,12 +313,13 @@ def run(args: argparse.Namespace) -> Path:
     from training.card import write_model_card
 
     write_model_card(output, summary, results)
-    export_model(output, args.export)
+    export_model(output, args.export, data_dir)
     log.info("done in %.1f min: %s", (time.time() - started) / 60, output)
     return output
 
 
-def export_model(output: Path, mode: str) -> None:
+def export_model(output: Path, mode: str, data_dir: Path | None = None) -> None:
+    """ONNX at the end: 'default' = fp32 + O2 + int8 for this CPU with a parity report."""
     if mode == "none":
         return
     from training.export import export_default, export_fp32
@@ -326,7 +327,7 @@ def export_model(output: Path, mode: str) -> None:
     if mode == "fp32":
         export_fp32(output)
     else:
-        export_default(output)
+        export_default(output, data_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,10 +1,18 @@
-"""ONNX export of a sentence-transformers model folder (optimum / onnxruntime).
+"""ONNX export of a sentence-transformers model folder: fp32, graph optimisation (O1-O4),
+dynamic int8 quantisation and fp16, with a parity and speed report.
 
-python -m training.export --model PATH [--optimize O2] [--quantize avx2] [--fp16] [--all]
+    python -m training.export --model PATH [--optimize O2] [--quantize avx2] [--fp16] [--all]
+
+Files land in the folder's `onnx/` under the names sentence-transformers' ONNX backend uses
+(`model.onnx`, `model_O2.onnx`, `model_qint8_avx2.onnx`, `model_fp16.onnx`), so
+`SentenceTransformer(path, backend="onnx", model_kwargs={"file_name": "onnx/model_O2.onnx"})`
+loads each. `onnx/report.json` says which variants passed their parity bar; the service
+only picks those (see `EMBED_ONNX_FILE=auto`).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import platform
@@ -15,6 +23,14 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 ONNX_SUBDIR = "onnx"
 FP32_FILE = "model.onnx"
+FP16_FILE = "model_fp16.onnx"
+CPU_LEVELS = ("O1", "O2", "O3")
+GPU_LEVELS = ("O4",)
+QUANT_ARCHS = ("avx512_vnni", "avx2", "arm64")
+
+
+class GpuRequiredError(RuntimeError):
+    """An fp16 / O4 export was asked for on a machine without CUDA."""
 
 
 def transformer_dir(model_dir: Path) -> Path:
@@ -40,20 +56,17 @@ def export_fp32(model_dir: Path, target_dir: Path | None = None) -> Path:
             str(transformer_dir(model_dir)), export=True, provider="CPUExecutionProvider"
         )
         ort_model.save_pretrained(tmp)
-        exported = Path(tmp) / FP32_FILE
-        target = target_dir / FP32_FILE
-        shutil.move(str(exported), target)
+        shutil.move(str(Path(tmp) / FP32_FILE), target_dir / FP32_FILE)
         data = Path(tmp) / (FP32_FILE + "_data")
         if data.exists():  # models over 2 GB keep their weights beside the graph
             shutil.move(str(data), target_dir / data.name)
-    log.info("exported %s", target)
-    return target
+    log.info("exported %s", target_dir / FP32_FILE)
+    return target_dir / FP32_FILE
 
 
 def cpu_quantization_arch() -> str:
     """The dynamic-quantisation config that suits this CPU."""
-    machine = platform.machine().lower()
-    if machine in {"arm64", "aarch64"}:
+    if platform.machine().lower() in {"arm64", "aarch64"}:
         return "arm64"
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -62,8 +75,153 @@ def cpu_quantization_arch() -> str:
     return "avx512_vnni" if "avx512_vnni" in flags else "avx2"
 
 
-def export_default(model_dir: Path) -> list[Path]:
-    """What `training.distill` exports at the end: fp32, O2 and int8 for this CPU."""
-    from training.export_variants import export_variants
+def cuda_available() -> bool:
+    try:
+        import onnxruntime as ort
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and "CUDAExecutionProvider" in ort.get_available_providers()
 
-    return export_variants(Path(model_dir), optimize=["O2"], quantize=[cpu_quantization_arch()])
+
+def require_gpu(what: str) -> None:
+    """Fail before any work when a GPU-only variant is asked for without CUDA."""
+    if not cuda_available():
+        raise GpuRequiredError(
+            f"{what} targets CUDA (fp16 kernels), but this machine has no usable CUDA device "
+            "with onnxruntime-gpu: run the export on a GPU host (pip install "
+            "'polyglot-embed[gpu]'), or use --optimize O1/O2/O3 and --quantize for CPU"
+        )
+
+
+def _onnx_sentence_transformer(model_dir: Path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(
+        str(model_dir),
+        backend="onnx",
+        device="cpu",
+        model_kwargs={
+            "file_name": f"{ONNX_SUBDIR}/{FP32_FILE}",
+            "provider": "CPUExecutionProvider",
+        },
+    )
+
+
+def export_optimized(model_dir: Path, level: str) -> Path:
+    """`onnx/model_<level>.onnx` via optimum's ORTOptimizer (O4 needs CUDA)."""
+    from sentence_transformers import export_optimized_onnx_model
+
+    if level in GPU_LEVELS:
+        require_gpu(f"--optimize {level}")
+    export_optimized_onnx_model(_onnx_sentence_transformer(model_dir), level, str(model_dir))
+    return Path(model_dir) / ONNX_SUBDIR / f"model_{level}.onnx"
+
+
+def export_quantized(model_dir: Path, arch: str) -> Path:
+    """`onnx/model_qint8_<arch>.onnx` (`quint8` for avx2, whose weights are unsigned):
+    dynamic int8 quantisation via optimum's ORTQuantizer, named as sentence-transformers
+    names it."""
+    from sentence_transformers import export_dynamic_quantized_onnx_model
+
+    export_dynamic_quantized_onnx_model(_onnx_sentence_transformer(model_dir), arch, str(model_dir))
+    return quantized_file(Path(model_dir) / ONNX_SUBDIR, arch)
+
+
+def quantized_file(onnx_dir: Path, arch: str) -> Path:
+    """The int8 file of `arch` in `onnx_dir` (qint8 or quint8 weights)."""
+    for prefix in ("qint8", "quint8"):
+        path = Path(onnx_dir) / f"model_{prefix}_{arch}.onnx"
+        if path.exists():
+            return path
+    raise FileNotFoundError(f"no int8 model for {arch} in {onnx_dir}")
+
+
+def convert_fp16(source: Path, target: Path) -> Path:
+    """fp32 graph -> fp16 weights and compute, float32 inputs/outputs kept (for CUDA)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source))
+    converted = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+    onnx.save(converted, str(target))
+    return target
+
+
+def export_fp16(model_dir: Path, allow_cpu: bool = False) -> Path:
+    """`onnx/model_fp16.onnx` (CUDA only unless `allow_cpu`: conversion works anywhere, but
+    fp16 on the CPU provider is slower than fp32 and is not what it is for)."""
+    if not allow_cpu:
+        require_gpu("--fp16")
+    onnx_dir = Path(model_dir) / ONNX_SUBDIR
+    return convert_fp16(onnx_dir / FP32_FILE, onnx_dir / FP16_FILE)
+
+
+def export_variants(
+    model_dir: Path,
+    optimize: list[str] = (),
+    quantize: list[str] = (),
+    fp16: bool = False,
+    data_dir: Path | None = None,
+    report: bool = True,
+) -> list[Path]:
+    """Export fp32 (when missing) and every asked-for variant, then write the report.
+    GPU-only variants are checked first, so nothing is half-done when one cannot run."""
+    model_dir = Path(model_dir)
+    if fp16:
+        require_gpu("--fp16")
+    for level in optimize:
+        if level in GPU_LEVELS:
+            require_gpu(f"--optimize {level}")
+    fp32 = model_dir / ONNX_SUBDIR / FP32_FILE
+    files = [fp32 if fp32.exists() else export_fp32(model_dir)]
+    files += [export_optimized(model_dir, level) for level in optimize]
+    files += [export_quantized(model_dir, arch) for arch in quantize]
+    if fp16:
+        files.append(export_fp16(model_dir))
+    if report:
+        from training.export_report import write_report
+
+        write_report(model_dir, [f.name for f in files], data_dir)
+    return files
+
+
+def export_default(model_dir: Path, data_dir: Path | None = None) -> list[Path]:
+    """What `training.distill` exports at the end: fp32, O2 and int8 for this CPU."""
+    return export_variants(
+        Path(model_dir), optimize=["O2"], quantize=[cpu_quantization_arch()], data_dir=data_dir
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--model", required=True, type=Path, help="sentence-transformers folder")
+    parser.add_argument("--optimize", action="append", choices=CPU_LEVELS + GPU_LEVELS, default=[])
+    parser.add_argument("--quantize", action="append", choices=QUANT_ARCHS, default=[])
+    parser.add_argument("--fp16", action="store_true", help="fp16 model for CUDA")
+    parser.add_argument(
+        "--all", action="store_true", help="every variant this machine can build (GPU ones too)"
+    )
+    parser.add_argument("--data", type=Path, help="stsb-multi-mt root for the STS delta")
+    parser.add_argument("--no-report", action="store_true", help="skip the parity/speed report")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    if args.all:
+        args.optimize = list(CPU_LEVELS) + (list(GPU_LEVELS) if cuda_available() else [])
+        args.quantize = [cpu_quantization_arch()]
+        args.fp16 = cuda_available()
+    if not (args.model / "modules.json").exists() and not (args.model / "config.json").exists():
+        parser.error(f"{args.model} is not a model folder")
+    try:
+        files = export_variants(
+            args.model, args.optimize, args.quantize, args.fp16, args.data, not args.no_report
+        )
+    except GpuRequiredError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print("\n".join(str(f) for f in files))
+
+
+if __name__ == "__main__":
+    main()

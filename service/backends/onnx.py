@@ -96,8 +96,8 @@ def choose_onnx_file(onnx_dir: Path, requested: str, device: str) -> Path:
         from training.export import cpu_quantization_arch
 
         arch = cpu_quantization_arch()
-        preferred = [f"model_qint8_{arch}.onnx"] + sorted(
-            n for n in files if n.startswith("model_qint8_")
+        preferred = [f"model_qint8_{arch}.onnx", f"model_quint8_{arch}.onnx"] + sorted(
+            n for n in files if n.startswith(("model_qint8_", "model_quint8_"))
         )
     for name in preferred:
         if passed(name):
@@ -108,7 +108,7 @@ def choose_onnx_file(onnx_dir: Path, requested: str, device: str) -> Path:
 
 
 def dtype_of(file: Path) -> str:
-    if "qint8" in file.name or "quantized" in file.name:
+    if "int8" in file.name or "quantized" in file.name:
         return "int8"
     if "fp16" in file.name or "O4" in file.name:
         return "float16"
