@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     )
     served_model_name: str | None = Field(
         None,
-        description="name reported by /info and /v1/embeddings (default: the hub id or folder name)",
+        description="name in /info and /v1/embeddings (default: the hub id or folder name)",
     )
     backend: Literal["onnx", "torch"] = Field("onnx", description="inference backend")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available")
