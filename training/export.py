@@ -164,6 +164,7 @@ def export_variants(
     fp16: bool = False,
     data_dir: Path | None = None,
     report: bool = True,
+    speed_seconds: float = 3.0,
 ) -> list[Path]:
     """Export fp32 (when missing) and every asked-for variant, then write the report.
     GPU-only variants are checked first, so nothing is half-done when one cannot run."""
@@ -182,7 +183,7 @@ def export_variants(
     if report:
         from training.export_report import write_report
 
-        write_report(model_dir, [f.name for f in files], data_dir)
+        write_report(model_dir, [f.name for f in files], data_dir, speed_seconds)
     return files
 
 
