@@ -17,17 +17,15 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-    import uvicorn
-
     from service.app import create_app
+    from service.server import serve
 
-    uvicorn.run(
+    serve(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
-        access_log=False,
+        settings.host,
+        settings.port,
+        settings.log_level,
+        settings.graceful_shutdown_s,
     )
 
 
