@@ -13,8 +13,12 @@ from service.engine.engine import EmbeddingEngine
 def get_engine(request: Request) -> EmbeddingEngine:
     engine = getattr(request.app.state, "engine", None)
     if request.app.state.draining:
-        raise ApiError(503, "server is shutting down; retry on another replica",
-                       code="shutting_down", headers={"Retry-After": "1"})
+        raise ApiError(
+            503,
+            "server is shutting down; retry on another replica",
+            code="shutting_down",
+            headers={"Retry-After": "1"},
+        )
     if engine is None or not engine.ready:
         raise ApiError(503, "model is not loaded yet; retry shortly", headers={"Retry-After": "1"})
     return engine

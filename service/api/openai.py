@@ -13,8 +13,10 @@ from service.api.responses import JSONResponse
 from service.api.schemas import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
+    OpenAIError,
     as_list,
     check_dimensions,
+    error_responses,
     validate_inputs,
 )
 from service.engine.encoder import postprocess
@@ -31,12 +33,7 @@ def encode_base64(vector: np.ndarray) -> str:
 @router.post(
     "/v1/embeddings",
     response_model=OpenAIEmbeddingResponse,
-    responses={
-        400: {"description": "invalid request"},
-        413: {"description": "too large"},
-        429: {"description": "queue full"},
-        503: {"description": "unavailable"},
-    },
+    responses=error_responses(OpenAIError),
 )
 async def create_embeddings(
     body: OpenAIEmbeddingRequest, engine: EmbeddingEngine = Depends(get_engine)

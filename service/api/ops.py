@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service import __version__
 from service.api.deps import require_api_key
 from service.api.responses import JSONResponse
-from service.api.schemas import HealthResponse, InfoResponse
+from service.api.schemas import HealthResponse, InfoResponse, TEIError
 
 router = APIRouter(tags=["operations"])
 
@@ -35,7 +35,11 @@ async def health(request: Request):
     return {"status": "ok"}
 
 
-@router.get("/info", response_model=InfoResponse, responses={503: {"description": "loading"}})
+@router.get(
+    "/info",
+    response_model=InfoResponse,
+    responses={503: {"description": "loading", "model": TEIError}},
+)
 async def info(request: Request):
     """The served model, backend and batching limits."""
     _guard(request)
@@ -66,7 +70,13 @@ async def info(request: Request):
     )
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
+    },
+)
 async def metrics(request: Request):
     """Prometheus text exposition of every `embed_*` metric."""
     _guard(request)

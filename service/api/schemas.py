@@ -107,6 +107,46 @@ class OpenAIEmbeddingResponse(BaseModel):
     usage: OpenAIUsage
 
 
+class TEIError(BaseModel):
+    """TEI's error body."""
+
+    error: str
+    error_type: str
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body."""
+
+    error: OpenAIErrorDetail
+
+
+ERROR_STATUSES = {
+    400: "body is not valid JSON, or (on /v1) an invalid field",
+    401: "API key missing",
+    403: "API key wrong",
+    413: "body, input count or input length over its limit",
+    415: "content type is not JSON",
+    422: "invalid field",
+    429: "queue full: retry after Retry-After seconds",
+    500: "inference failed for this request's batch",
+    503: "loading, draining, or request timeout",
+}
+
+
+def error_responses(model: type[BaseModel]) -> dict[int, dict]:
+    """OpenAPI `responses` for every error status a route can answer."""
+    return {
+        status: {"model": model, "description": text} for status, text in ERROR_STATUSES.items()
+    }
+
+
 class HealthResponse(BaseModel):
     status: Literal["ok", "loading", "draining"]
 

@@ -11,20 +11,17 @@ from service.api.responses import JSONResponse
 from service.api.schemas import (
     EmbedRequest,
     SimilarityRequest,
+    TEIError,
     as_list,
     check_dimensions,
+    error_responses,
     validate_inputs,
 )
 from service.engine.encoder import postprocess
 from service.engine.engine import EmbeddingEngine
 
 router = APIRouter(tags=["TEI"], dependencies=[Depends(require_api_key)])
-ERRORS = {
-    413: {"description": "too many inputs, or an input too long with truncate=false"},
-    422: {"description": "invalid request"},
-    429: {"description": "queue full"},
-    503: {"description": "loading, draining or timed out"},
-}
+ERRORS = error_responses(TEIError)
 
 
 async def embed_texts(

@@ -3,54 +3,24 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.service.conftest import server_process
 
 
 @pytest.fixture
 def server(cache_dir):
-    port = free_port()
-    env = {
-        **os.environ,
-        "EMBED_CACHE_DIR": str(cache_dir),
-        "EMBED_GRACEFUL_SHUTDOWN_S": "60",
-        "EMBED_REQUEST_TIMEOUT_S": "120",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail("server did not become healthy: " + proc.communicate()[0][-2000:])
-    yield proc, url
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    with server_process(
+        cache_dir, EMBED_GRACEFUL_SHUTDOWN_S="60", EMBED_REQUEST_TIMEOUT_S="120"
+    ) as (
+        proc,
+        url,
+    ):
+        yield proc, url
 
 
 def test_sigterm_drains_accepted_requests_then_exits_zero(server):
