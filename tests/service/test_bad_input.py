@@ -105,3 +105,53 @@ def test_input_exactly_at_max_length_is_accepted(strict_client, st_model):
 def test_server_still_healthy_after_bad_input(strict_client):
     assert strict_client.get("/health").status_code == 200
     assert strict_client.post("/embed", json={"inputs": "fine"}).status_code == 200
+
+
+RAW_CASES = [
+    # (raw body, status, words in the message)
+    (b'{"inputs": "caf\xe9 au lait"}', 400, ["not valid JSON"]),  # Latin-1 byte, not UTF-8
+    (b'{"inputs": "lone \\ud800 surrogate"}', 400, ["not valid JSON"]),
+    (b'{"inputs": ' + b'"a", ' * 3 + b"}", 400, ["not valid JSON"]),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "words"), RAW_CASES)
+def test_undecodable_bodies(strict_client, body, status, words):
+    response = strict_client.post(
+        "/embed", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status
+    for word in words:
+        assert word in response.json()["error"]
+
+
+@pytest.mark.parametrize("text", [
+    "nul \u0000 byte inside",
+    "🙂🚀🎉👍🏽",  # emoji only
+    "مرحبا بالعالم، هذا نص من اليمين إلى اليسار",  # right-to-left
+    "שלום עולם",
+    "∑∫√∞ ≠ ≈ ÷ × ← → ↔ ⇒",
+    "ﷺ ﷽ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝕳𝖊𝖆𝖛𝖞 ẞ ǅ ﬁ",
+    "\u200b\u200d zero-width joiners \ufeff",
+])  # fmt: skip
+def test_unusual_but_valid_text_is_embedded(strict_client, text):
+    for route, body in (("/embed", {"inputs": text}), ("/v1/embeddings", {"input": text})):
+        response = strict_client.post(route, json=body)
+        assert response.status_code == 200, response.text
+
+
+def test_ten_megabyte_body_is_413_with_default_limit(client):
+    body = b'{"inputs": "' + b"a" * (17 * 1024 * 1024) + b'"}'
+    response = client.post("/embed", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "max_body_bytes" in response.json()["error"]
+
+
+def test_chunked_body_over_limit_is_413(strict_client):
+    def chunks():
+        for _ in range(100):
+            yield b"a" * 1024
+
+    response = strict_client.post(
+        "/embed", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
