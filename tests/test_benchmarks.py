@@ -1,0 +1,45 @@
+"""Smoke runs of the benchmark code (seconds, no thresholds), so it cannot rot."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+
+from benchmarks.compare import run_contender
+from benchmarks.load import body_for, run_load
+from benchmarks.texts import passages
+from tests.service.conftest import server_process
+
+
+def test_load_generator_against_the_service(cache_dir):
+    with server_process(cache_dir) as (proc, url):
+        result = asyncio.run(run_load(url, "/embed", concurrency=4, inputs=2, requests=40,
+                                      duration=10, server_pid=proc.pid))  # fmt: skip
+        openai = asyncio.run(run_load(url, "/v1/embeddings", concurrency=2, inputs=1,
+                                      requests=10, duration=10))  # fmt: skip
+    assert result.ok == 40 and result.errors == 0 and result.sentences_per_s > 0
+    assert result.p50_ms <= result.p99_ms
+    assert result.server_peak_rss_mb > 50 and result.server_cpu_percent is not None
+    assert openai.ok == 10
+
+
+def test_naive_baseline_runs_under_the_same_generator(bundled_model):
+    command = [sys.executable, "-m", "benchmarks.baselines.naive_server", "--model",
+               str(bundled_model), "--port", "{port}"]  # fmt: skip
+    rows = run_contender("naive", command, "/embed", [(2, 1, "short")], 2.0, None)
+    assert "error" not in rows[0], rows[0]
+    assert rows[0]["ok"] > 0
+
+
+def test_load_refuses_non_loopback_targets():
+    with pytest.raises(ValueError, match="loopback"):
+        asyncio.run(run_load("http://10.0.0.1:8000", requests=1, duration=1))
+
+
+def test_request_bodies_and_passages():
+    assert body_for("/embed", ["a"]) == {"inputs": ["a"]}
+    assert body_for("/embeddings", ["a"])["input"] == ["a"]
+    long = passages(["one two three four five"] * 100, words=50)
+    assert all(len(p.split()) >= 50 for p in long)
