@@ -66,12 +66,23 @@ def validate_checkpoint(path: Path) -> None:
 
 
 def latest_valid_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint, vetted; a corrupt newest one is an error, not skipped
-    silently (the message says which file, so the user can delete it and resume)."""
+    """The newest checkpoint that passes validation. A newer one that is incomplete or
+    corrupt (e.g. the run was killed while saving it) is reported by name and skipped;
+    when every checkpoint is bad, CorruptCheckpointError lists why."""
     checkpoints = list_checkpoints(folder)
     if not checkpoints:
         return None
-    newest = checkpoints[0]
-    validate_checkpoint(newest)
-    log.info("resuming from %s", newest)
-    return newest
+    problems = []
+    for checkpoint in checkpoints:
+        try:
+            validate_checkpoint(checkpoint)
+        except CorruptCheckpointError as exc:
+            log.warning("skipping %s", exc)
+            problems.append(str(exc))
+            continue
+        log.info("resuming from %s", checkpoint)
+        return checkpoint
+    raise CorruptCheckpointError(
+        "no usable checkpoint to resume from: " + "; ".join(problems)
+        + " (delete the folder to start over)"
+    )

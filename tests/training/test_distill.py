@@ -80,13 +80,46 @@ def test_resume_continues_the_step_count(tiny_tsv, tmp_path):
     assert state["global_step"] == 8
 
 
-def test_corrupt_checkpoint_is_reported(tiny_tsv, tmp_path):
+def test_corrupt_checkpoint_is_reported_and_skipped(tiny_tsv, tmp_path, caplog):
     output = tmp_path / "corrupt"
-    run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "2")))
-    optimizer = output / "checkpoints" / "checkpoint-2" / "optimizer.pt"
-    optimizer.write_bytes(optimizer.read_bytes()[:100])
-    with pytest.raises(CorruptCheckpointError, match="optimizer.pt is corrupt"):
-        run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "4", "--resume")))
+    run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "4")))
+    optimizer = output / "checkpoints" / "checkpoint-4" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])  # killed while saving
+    assert latest_valid_checkpoint(output / "checkpoints").name == "checkpoint-2"
+    assert "checkpoint-4: optimizer.pt is corrupt" in caplog.text
+    first = output / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    first.write_text("{not json")
+    with pytest.raises(CorruptCheckpointError, match="no usable checkpoint.*trainer_state.json"):
+        run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "6", "--resume")))
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_tsv, tmp_path):
+    """A real process killed mid-training resumes from its last checkpoint and ends where
+    an uninterrupted run ends (same seed, same schedule)."""
+    import subprocess
+    import sys
+    import time
+
+    args = ["--max-steps", "30", "--epochs", "30"]
+    straight = tmp_path / "straight"
+    run(parse_args(tiny_args(tiny_tsv, straight, *args)))
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "training.distill", *tiny_args(tiny_tsv, killed, *args)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoints" / "checkpoint-4" / "scheduler.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before the kill"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (killed / "eval" / "run.json").exists()  # it really did not finish
+    run(parse_args(tiny_args(tiny_tsv, killed, *args, "--resume")))
+    info = json.loads((killed / "eval" / "run.json").read_text())
+    assert info["resumed_from"] is not None and info["train_steps"] == 30
+    sentences = [de for _, de in PAIRS]
+    a = SentenceTransformer(str(straight), device="cpu").encode(sentences)
+    b = SentenceTransformer(str(killed), device="cpu").encode(sentences)
+    assert np.min(np.sum(a * b, axis=1)) > 0.999
 
 
 def test_non_finite_loss_names_the_step(bundled_model):
