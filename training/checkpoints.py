@@ -83,6 +83,7 @@ def latest_valid_checkpoint(folder: Path) -> Path | None:
         log.info("resuming from %s", checkpoint)
         return checkpoint
     raise CorruptCheckpointError(
-        "no usable checkpoint to resume from: " + "; ".join(problems)
+        "no usable checkpoint to resume from: "
+        + "; ".join(problems)
         + " (delete the folder to start over)"
     )

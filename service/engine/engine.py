@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.backends.base import Backend
 from service.config import Settings
-from service.engine.batcher import Batcher, BatchLimits, BatchStats
+from service.engine.batcher import Batcher, BatchLimits, BatchStats, QueueFullError
 from service.engine.encoder import SentenceEncoder
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
@@ -176,7 +176,11 @@ class EmbeddingEngine:
         tokens = await run_in_threadpool(self.tokenize, texts, truncate, direction, prompt)
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
-        request = self.batcher.submit(tokens)
+        try:
+            request = self.batcher.submit(tokens)
+        except QueueFullError:
+            self.metrics.rejected.inc(len(tokens))
+            raise
         try:
             vectors = await asyncio.wait_for(
                 asyncio.shield(request.future), self.settings.request_timeout_s
