@@ -43,3 +43,13 @@ def test_request_bodies_and_passages():
     assert body_for("/embeddings", ["a"])["input"] == ["a"]
     long = passages(["one two three four five"] * 100, words=50)
     assert all(len(p.split()) >= 50 for p in long)
+
+
+def test_overload_benchmark_smoke(tmp_path):
+    from benchmarks.overload import main
+
+    out = tmp_path / "overload.json"
+    main(["--capacity", "32", "--burst-factor", "10", "--inputs", "4", "--output", str(out)])
+    result = __import__("json").loads(out.read_text())
+    assert result["only_200_and_429"] and result["health_always_200"]
+    assert result["statuses"].get("429", 0) > 0
