@@ -232,6 +232,19 @@ def evaluate_model(
     return result
 
 
+def metric_label(group: str, key: str) -> str:
+    """A readable row label for one metric of an EvaluationResult group."""
+    if group == "sts":
+        return f"STS {key}"
+    if group == "sts_cross_space":
+        return f"STS teacher(en)-model({key.split('-')[-1]})"
+    if group == "tatoeba":
+        return f"Tatoeba {key}"
+    if group == "tatoeba_cross_space":
+        return f"Tatoeba model({key.split('->')[0]})->teacher(eng)"
+    return f"MSE x100 {key}"
+
+
 def markdown_table(results: dict[str, EvaluationResult]) -> str:
     """One column per evaluated model, one row per metric."""
     names = list(results)
@@ -239,16 +252,8 @@ def markdown_table(results: dict[str, EvaluationResult]) -> str:
     for col, res in enumerate(results.values()):
         for group, values in res.to_dict().items():
             for key, value in values.items():
-                label = {
-                    "sts": f"STS {key}",
-                    "sts_cross_space": f"STS teacher(en)-model({key.split('-')[1]})",
-                    "tatoeba": f"Tatoeba {key}",
-                    "tatoeba_cross_space": f"Tatoeba model({key.split('->')[0]})->teacher(eng)",
-                    "mse": f"MSE x100 {key}",
-                }[group]
-                rows.setdefault(label, [""] * len(names))[col] = (
-                    f"{value:.1f}" if group != "mse" else f"{value:.3f}"
-                )
+                cell = f"{value:.3f}" if group == "mse" else f"{value:.1f}"
+                rows.setdefault(metric_label(group, key), [""] * len(names))[col] = cell
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows.items()]
     return "\n".join(lines)

@@ -43,3 +43,16 @@ def test_teacher_evaluation_on_shared_data(st_model, data_dir):
     assert result.sts["en-de"] < result.sts["en-en"] - 20  # an English-only teacher
     assert "deu->eng" in result.tatoeba and "deu->eng" in result.tatoeba_cross_space
     assert "STS en-en" in markdown_table({"teacher": result})
+
+
+def test_markdown_table_with_every_group():
+    from training.evaluate import EvaluationResult
+
+    full = EvaluationResult(sts={"en-en": 80.0, "en-de": 70.0}, sts_cross_space={"en-de": 60.0},
+                            tatoeba={"deu->eng": 90.0}, tatoeba_cross_space={"deu->eng": 85.0},
+                            mse={"de": 0.123})  # fmt: skip
+    table = markdown_table({"teacher": EvaluationResult(sts={"en-en": 82.0}), "student": full})
+    assert "| STS en-en | 82.0 | 80.0 |" in table
+    assert "| STS teacher(en)-model(de) |  | 60.0 |" in table
+    assert "| MSE x100 de |  | 0.123 |" in table
+    assert "Tatoeba model(deu)->teacher(eng)" in table
