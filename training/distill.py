@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-seq-length", type=int, default=128)
     g.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--projection", choices=["auto", "lstsq", "none"], default="auto")
-    g.add_argument("--projection-ridge", type=float, default=1e-2)
+    g.add_argument("--projection-ridge", type=float, default=1e-4)
     g.add_argument(
         "--projection-lr", type=float, help="learning rate of the projection (default: --lr)"
     )
