@@ -41,6 +41,7 @@ FULL_GRID = [  # (concurrency, inputs per request, text length)
     (8, 8, "passage"),
 ]
 QUICK_GRID = [(1, 1, "short"), (8, 4, "short")]
+EXTRA_FLAGS = [f for f in os.environ.get("BENCH_SERVICE_FLAGS", "").split() if f]
 
 
 def free_port() -> int:
@@ -85,7 +86,7 @@ def contenders(model: Path, infinity_venv: Path | None) -> dict[str, tuple[list[
     """name -> (command with {port}, route)."""
     py = sys.executable
     ours = [py, "-m", "service", "--host", "127.0.0.1", "--port", "{port}", "--model", str(model),
-            "--max-queued-inputs", "100000", "--log-level", "warning"]  # fmt: skip
+            "--max-queued-inputs", "100000", "--log-level", "warning", *EXTRA_FLAGS]  # fmt: skip
     out = {
         "ours-onnx-fp32": ([*ours, "--onnx-file", "model.onnx"], "/embed"),
         "ours-onnx-int8": ([*ours, "--onnx-file", int8_file(model)], "/embed"),
@@ -113,7 +114,7 @@ def contenders(model: Path, infinity_venv: Path | None) -> dict[str, tuple[list[
     return out
 
 
-def run_contender(name, command, route, grid, duration, data) -> list[dict]:
+def run_contender(name, command, route, grid, duration, data, client="raw") -> list[dict]:
     port = free_port()
     argv = [part.replace("{port}", str(port)) for part in command]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "true"}
@@ -126,7 +127,8 @@ def run_contender(name, command, route, grid, duration, data) -> list[dict]:
         for concurrency, inputs, length in grid:
             result = asyncio.run(run_load(url, route, concurrency, inputs, length,
                                           requests=100_000, duration=duration,
-                                          server_pid=proc.pid, data=data))  # fmt: skip
+                                          server_pid=proc.pid, data=data,
+                                          client_kind=client))  # fmt: skip
             row = {"contender": name, **asdict(result)}
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -179,6 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--infinity-venv", type=Path, help="venv with infinity-emb installed")
     p.add_argument("--data", help="shared data folder for real sentences")
     p.add_argument("--output", type=Path, default=RESULTS / "compare.json")
+    p.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="load client (raw: minimal CPU cost of its own; httpx: the library)",
+    )
     args = p.parse_args(argv)
     grid = QUICK_GRID if args.quick else FULL_GRID
     duration = 3.0 if args.quick else args.duration
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     for name, (command, route) in chosen.items():
-        rows += run_contender(name, command, route, grid, duration, args.data)
+        rows += run_contender(name, command, route, grid, duration, args.data, args.client)
     if not args.only or "raw-onnx" in args.only:
         rows += raw_onnx_upper_bound(model, grid, duration, args.data)
     report = {
@@ -197,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         "python": platform.python_version(),
         "command": "python -m benchmarks.compare " + " ".join(argv or sys.argv[1:]),
         "duration_per_point_s": duration,
+        "client": args.client,
         "rows": rows,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+import orjson
 
 from benchmarks.texts import texts as load_texts
 
@@ -28,6 +29,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @dataclass
 class LoadResult:
     route: str
+    client: str
     concurrency: int
     inputs_per_request: int
     length: str
@@ -102,6 +104,46 @@ def body_for(route: str, batch: list[str]) -> dict:
     return {"inputs": batch}
 
 
+class RawHTTPClient:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams: one connection per worker,
+    bodies pre-serialised, responses read by Content-Length and not parsed. On a 2-core
+    machine httpx's own CPU cost caps what can be measured at high concurrency; this keeps
+    the client's share small so the server is what is measured."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.host, self.port = parsed.hostname, parsed.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, route: str, payload: bytes) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (f"POST {route} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json"
+                f"\r\nContent-Length: {len(payload)}\r\n\r\n").encode()  # fmt: skip
+        self.writer.write(head + payload)
+        status_line = await self.reader.readline()
+        length, closing = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "connection" and "close" in value.lower():
+                closing = True
+        await self.reader.readexactly(length)
+        if closing:
+            await self.close()
+        return int(status_line.split()[1])
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 async def run_load(
     url: str,
     route: str = "/embed",
@@ -113,6 +155,7 @@ async def run_load(
     server_pid: int | None = None,
     data: str | None = None,
     timeout: float = 60.0,
+    client_kind: str = "httpx",
 ) -> LoadResult:
     """Fire at most `requests` requests (or until `duration` s) from `concurrency` workers."""
     host = urlparse(url).hostname
@@ -128,15 +171,20 @@ async def run_load(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async def worker(client: httpx.AsyncClient) -> None:
+        raw = RawHTTPClient(url) if client_kind == "raw" else None
         while counts["sent"] < requests and time.perf_counter() < deadline:
             counts["sent"] += 1
             body = body_for(route, next(batches))
             started = time.perf_counter()
             try:
-                response = await client.post(route, json=body)
-                status = response.status_code
-            except httpx.HTTPError:
+                if raw is not None:
+                    status = await asyncio.wait_for(raw.post(route, orjson.dumps(body)), timeout)
+                else:
+                    status = (await client.post(route, json=body)).status_code
+            except (httpx.HTTPError, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
                 status = 0
+                if raw is not None:
+                    await raw.close()
             latencies.append(time.perf_counter() - started)
             if status == 200:
                 counts["ok"] += 1
@@ -144,6 +192,8 @@ async def run_load(
                 counts["429"] += 1
             else:
                 counts["errors"] += 1
+        if raw is not None:
+            await raw.close()
 
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         await client.post(route, json=body_for(route, corpus[:inputs]))  # warm-up
@@ -154,6 +204,7 @@ async def run_load(
     ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)
     return LoadResult(
         route=route,
+        client=client_kind,
         concurrency=concurrency,
         inputs_per_request=inputs,
         length=length,
@@ -184,10 +235,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server-pid", type=int, help="measure this process's CPU and peak RSS")
     p.add_argument("--data", help="shared data folder (default: $POLYGLOT_DATA or ../shared/data)")
     p.add_argument("--json", help="write the result here")
+    p.add_argument(
+        "--client",
+        choices=["httpx", "raw"],
+        default="httpx",
+        help="raw: a minimal keep-alive client with little CPU cost of its own",
+    )
     args = p.parse_args(argv)
     result = asyncio.run(
         run_load(args.url, args.route, args.concurrency, args.inputs, args.length, args.requests,
-                 args.duration, args.server_pid, args.data)
+                 args.duration, args.server_pid, args.data, client_kind=args.client)
     )  # fmt: skip
     print(json.dumps(asdict(result), indent=2))
     if args.json:

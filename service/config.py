@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     # batching and limits
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per batch")
     max_batch_size: int = Field(256, ge=1, description="inputs per batch")
-    max_wait_ms: float = Field(2.0, ge=0, description="how long a batch waits to fill (ms)")
+    max_wait_ms: float = Field(
+        0.0, ge=0, description="extra wait for a batch to fill when the model is idle (ms)"
+    )
     max_client_batch_size: int = Field(2048, ge=1, description="inputs per request")
     max_queued_inputs: int = Field(32768, ge=1, description="inputs waiting at once; more: 429")
     max_input_chars: int = Field(

@@ -127,6 +127,9 @@ class OnnxBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # Idle ORT worker threads must not spin: on a small CPU they steal the cores the
+        # event loop needs to parse requests and serialise responses.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(file), options, providers=requested)
         actual = self.session.get_providers()
         self.input_names = {i.name for i in self.session.get_inputs()}

@@ -21,6 +21,7 @@ from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
 
 
 class RequestTimeoutError(RuntimeError):
@@ -173,7 +174,11 @@ class EmbeddingEngine:
     ) -> Embeddings:
         """Raw vectors for `texts`, batched with every other request in flight."""
         prompt = self.prompt_for(prompt_name)
-        tokens = await run_in_threadpool(self.tokenize, texts, truncate, direction, prompt)
+        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+            # small requests: a thread hop costs more than tokenising (tens of microseconds)
+            tokens = self.tokenize(texts, truncate, direction, prompt)
+        else:
+            tokens = await run_in_threadpool(self.tokenize, texts, truncate, direction, prompt)
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
         try:
