@@ -43,8 +43,9 @@ def plain_loop(teacher_id: str, pairs, epochs: int, batch_size: int, lr: float) 
     rates = []
     for _ in range(epochs):
         started, seen = time.perf_counter(), 0
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
+        step = batch_size // 2  # pairs per step: batch_size sentences, as the trainer's batch
+        for start in range(0, len(pairs), step):
+            batch = pairs[start : start + step]
             english = [en for en, _ in batch]
             texts = english + [xx for _, xx in batch]
             with torch.no_grad():
