@@ -114,6 +114,37 @@ def contenders(model: Path, infinity_venv: Path | None) -> dict[str, tuple[list[
     return out
 
 
+def batch_histogram(url: str) -> dict[str, float]:
+    """Cumulative `embed_batch_size` buckets from /metrics ({} for other servers)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=5).text
+        families = list(text_string_to_metric_families(text))
+    except Exception:  # noqa: BLE001 - not our server, or no Prometheus text
+        return {}
+    out = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == "embed_batch_size_bucket":
+                out[sample.labels["le"]] = sample.value
+            elif sample.name in ("embed_batch_size_sum", "embed_batch_size_count"):
+                out[sample.name.rsplit("_", 1)[1]] = sample.value
+    return out
+
+
+def histogram_delta(before: dict, after: dict) -> dict:
+    if not after:
+        return {}
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    count = delta.get("count", 0)
+    return {
+        "batches": count,
+        "mean_batch_size": round(delta.get("sum", 0) / count, 2) if count else None,
+        "batch_size_buckets": {k: v for k, v in delta.items() if k not in ("sum", "count")},
+    }
+
+
 def run_contender(name, command, route, grid, duration, data, client="raw") -> list[dict]:
     port = free_port()
     argv = [part.replace("{port}", str(port)) for part in command]
@@ -125,11 +156,13 @@ def run_contender(name, command, route, grid, duration, data, client="raw") -> l
     try:
         wait_healthy(url, proc)
         for concurrency, inputs, length in grid:
+            before = batch_histogram(url)
             result = asyncio.run(run_load(url, route, concurrency, inputs, length,
                                           requests=100_000, duration=duration,
                                           server_pid=proc.pid, data=data,
                                           client_kind=client))  # fmt: skip
-            row = {"contender": name, **asdict(result)}
+            row = {"contender": name, **asdict(result),
+                   **histogram_delta(before, batch_histogram(url))}  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
     except Exception as exc:  # noqa: BLE001 - record why a contender could not run
