@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.load import run_load
+from benchmarks.load import add_client_argument, run_load
 from benchmarks.texts import texts as load_texts
 
 RESULTS = Path(__file__).parent / "results"
@@ -214,12 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--infinity-venv", type=Path, help="venv with infinity-emb installed")
     p.add_argument("--data", help="shared data folder for real sentences")
     p.add_argument("--output", type=Path, default=RESULTS / "compare.json")
-    p.add_argument(
-        "--client",
-        choices=["raw", "httpx"],
-        default="raw",
-        help="load client (raw: minimal CPU cost of its own; httpx: the library)",
-    )
+    add_client_argument(p, default="raw")
     args = p.parse_args(argv)
     grid = QUICK_GRID if args.quick else FULL_GRID
     duration = 3.0 if args.quick else args.duration

@@ -223,6 +223,17 @@ async def run_load(
     )
 
 
+def add_client_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """The `--client` flag shared by the load benchmarks."""
+    parser.add_argument(
+        "--client",
+        choices=["httpx", "raw"],
+        default=default,
+        help="load client (raw: a minimal keep-alive client with little CPU cost of its own; "
+        "httpx: the library)",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default="http://127.0.0.1:8000")
@@ -235,12 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--server-pid", type=int, help="measure this process's CPU and peak RSS")
     p.add_argument("--data", help="shared data folder (default: $POLYGLOT_DATA or ../shared/data)")
     p.add_argument("--json", help="write the result here")
-    p.add_argument(
-        "--client",
-        choices=["httpx", "raw"],
-        default="httpx",
-        help="raw: a minimal keep-alive client with little CPU cost of its own",
-    )
+    add_client_argument(p, default="httpx")
     args = p.parse_args(argv)
     result = asyncio.run(
         run_load(args.url, args.route, args.concurrency, args.inputs, args.length, args.requests,

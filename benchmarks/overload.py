@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     port = free_port()
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-               "--max-queued-inputs", str(args.capacity), "--log-level", "warning"]  # fmt: skip
+               "--max-queued-inputs", str(args.capacity),
+               "--max-batch-size", str(min(args.capacity, 256)), "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(burst(url, proc.pid, args.capacity, args.burst_factor, args.inputs,
                                    args.data))  # fmt: skip
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
     result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     result["command"] = "python -m benchmarks.overload " + " ".join(argv or sys.argv[1:])
