@@ -8,14 +8,14 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: install serve test lint format distill student clean
+.PHONY: install serve test lint format distill student clean lock audit
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
 	# the CPU torch first: a looser requirement would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install $(PIP_FLAGS) torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev]"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev]" -c requirements.lock
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -40,6 +40,20 @@ student: $(STAMP)
 distill: $(STAMP)
 	$(BIN)/python -m training.distill --train ../shared/data --dev ../shared/data \
 		--languages en,de,es,fr,it --output runs/minilm-multilingual $(ARGS)
+
+# the resolved dependency set, pinned (local labels such as +cpu dropped so it also
+# constrains a CUDA build); commit it after a dependency change
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e ".[dev,bench]"
+	{ head -n 3 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
+		| grep -v '^#' | sed -E 's/\+[a-z0-9.]+$$//'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+# pip-audit over requirements.lock; fails on a known vulnerability
+audit: $(STAMP)
+	bash .ci/audit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

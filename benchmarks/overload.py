@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--max-queued-inputs", str(args.capacity),
-               "--max-batch-size", str(min(args.capacity, 256)), "--log-level", "warning"]  # fmt: skip
+               "--max-batch-size", str(min(args.capacity, 256)),
+               "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -91,7 +91,10 @@ def load_config_file(path: Path) -> dict:
     """Flag values from YAML or TOML; keys may use dashes or underscores."""
     text = Path(path).read_text()
     if path.suffix in {".toml", ".tml"}:
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
 
         data = tomllib.loads(text)
     else:
