@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import __version__
-from service.api.deps import require_api_key
+from service.api.deps import check_api_key
 from service.api.responses import JSONResponse
 from service.api.schemas import HealthResponse, InfoResponse, TEIError
 
@@ -15,7 +15,7 @@ router = APIRouter(tags=["operations"])
 
 def _guard(request: Request) -> None:
     if request.app.state.settings.protect_ops:
-        require_api_key(request)
+        check_api_key(request)
 
 
 @router.get(
