@@ -204,12 +204,12 @@ def prepare_student(args, teacher, teacher_id: str, device: str, fit_texts, fit_
     projection = args.projection
     if projection == "auto":
         projection = "none" if args.student == "teacher" else "lstsq"
-    teacher_dim = teacher.get_sentence_embedding_dimension()
+    teacher_dim = st.embedding_dimension(teacher)
     dense = None
     if projection == "lstsq":
         dense = st.insert_projection(model, teacher_dim)
         st.fit_projection(model, dense, fit_texts, fit_targets, ridge=args.projection_ridge)
-    student_dim = model.get_sentence_embedding_dimension()
+    student_dim = st.embedding_dimension(model)
     if student_dim != teacher_dim:
         raise SystemExit(
             f"student dimension {student_dim} != teacher dimension {teacher_dim}: "

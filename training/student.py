@@ -105,10 +105,16 @@ def pooled_model(model: SentenceTransformer) -> SentenceTransformer:
     )
 
 
+def embedding_dimension(module) -> int:
+    """Output dimension of a model or module (sentence-transformers renamed the getter in 5.x)."""
+    getter = getattr(module, "get_embedding_dimension", None)
+    return (getter or module.get_sentence_embedding_dimension)()
+
+
 def insert_projection(model: SentenceTransformer, out_dim: int) -> models.Dense:
     """Add Dense(pooled dim -> out_dim, bias, identity) right after pooling."""
     index = pooling_index(model)
-    in_dim = model[index].get_sentence_embedding_dimension()
+    in_dim = embedding_dimension(model[index])
     dense = models.Dense(in_dim, out_dim, bias=True, activation_function=torch.nn.Identity())
     modules = list(model._modules.values())
     modules.insert(index + 1, dense.to(model.device))
