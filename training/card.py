@@ -59,7 +59,7 @@ student(en) and student(translation) are both regressed (MSE) onto teacher(en). 
 student's vectors live in the **teacher's** embedding space, so an index built with the
 English teacher can be queried in the other languages.
 
-- Teacher: `{summary["teacher"]}`
+- Teacher: `{model_display_name(summary["teacher"])}` (loaded from `{summary["teacher"]}`)
 - Student initialised from: `{summary["student"]}`
 - Training data: {", ".join(f"`{d}`" for d in summary.get("data", []))}: {langs};
   {summary["samples"]} training sentences,
