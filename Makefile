@@ -39,7 +39,7 @@ student: $(STAMP)
 
 distill: $(STAMP)
 	$(BIN)/python -m training.distill --train ../shared/data --dev ../shared/data \
-		--languages en,de,es,fr,it --output runs/minilm-multilingual $(ARGS)
+		--languages en,de,es,fr,it --lr 1e-4 --output runs/minilm-multilingual $(ARGS)
 
 # the resolved dependency set, pinned (local labels such as +cpu dropped so it also
 # constrains a CUDA build); commit it after a dependency change
