@@ -28,6 +28,8 @@ from benchmarks.compare import free_port, wait_healthy
 from benchmarks.load import ResourceSampler
 from benchmarks.texts import texts as load_texts
 
+SETTLE_S = 3.0  # seconds after the burst before the settled RSS is read
+
 
 async def _probe(client: httpx.AsyncClient, text: str) -> float:
     started = time.perf_counter()
@@ -67,6 +69,8 @@ async def burst(url: str, pid: int, capacity: int, factor: int, inputs: int, dat
                 await asyncio.sleep(0.01)
             recovery = time.perf_counter() - recovered_at
         rss_after = psutil.Process(pid).memory_info().rss
+        await asyncio.sleep(SETTLE_S)  # past the server's quiet hook (EMBED_RELEASE_MEMORY)
+        rss_settled = psutil.Process(pid).memory_info().rss
     statuses = Counter(r.status_code if isinstance(r, httpx.Response) else "exception"
                        for r in responses)  # fmt: skip
     return {
@@ -85,6 +89,7 @@ async def burst(url: str, pid: int, capacity: int, factor: int, inputs: int, dat
         "rss_before_mb": round(rss_before / 2**20, 1),
         "rss_peak_mb": round(sampler.peak_rss / 2**20, 1),
         "rss_after_mb": round(rss_after / 2**20, 1),
+        "rss_settled_mb": round(rss_settled / 2**20, 1),
     }
 
 

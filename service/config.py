@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0, ge=0, description="ONNX Runtime / torch threads (0: all cores)"
     )
+    release_memory: bool = Field(
+        False,
+        description="give memory back to the OS after a burst (ONNX without its memory arena, "
+        "heap trimmed after 1 s without work); costs throughput on large batches",
+    )
 
     # batching and limits
     max_batch_tokens: int = Field(16384, ge=1, description="padded tokens per batch")

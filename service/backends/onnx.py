@@ -118,7 +118,9 @@ def dtype_of(file: Path) -> str:
 class OnnxBackend(Backend):
     """An onnxruntime InferenceSession over the transformer graph."""
 
-    def __init__(self, file: Path, device: str = "auto", threads: int = 0) -> None:
+    def __init__(
+        self, file: Path, device: str = "auto", threads: int = 0, memory_arena: bool = True
+    ) -> None:
         import onnxruntime as ort
 
         requested = select_providers(device)
@@ -127,6 +129,9 @@ class OnnxBackend(Backend):
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # The CPU arena keeps the peak of a burst for the life of the process; without it
+        # freed activations go back to the heap, which `release_memory` then trims.
+        options.enable_cpu_mem_arena = memory_arena
         # Idle ORT worker threads must not spin: on a small CPU they steal the cores the
         # event loop needs to parse requests and serialise responses.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")

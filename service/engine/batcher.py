@@ -115,8 +115,13 @@ class Batcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         on_failure: Callable[[Exception], None] | None = None,
         on_queue_depth: Callable[[int], None] | None = None,
+        on_quiet: Callable[[], None] | None = None,
+        quiet_after_s: float = 1.0,
     ) -> None:
         self.embed_fn, self.limits = embed_fn, limits
+        # called once on the event loop when no work has arrived for quiet_after_s
+        self.on_quiet, self.quiet_after_s = on_quiet, quiet_after_s
+        self._quiet_timer: asyncio.TimerHandle | None = None
         self.on_batch = on_batch or (lambda stats: None)
         self.on_failure = on_failure or (lambda exc: None)
         self.on_queue_depth = on_queue_depth or (lambda depth: None)
@@ -151,6 +156,9 @@ class Batcher:
         self._queue.extend(WorkItem(t, request, i, now) for i, t in enumerate(texts))
         self._queued_tokens += sum(t.length for t in texts)
         self._idle.clear()
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
         self.on_queue_depth(len(self._queue))
         self._wakeup.set()
         return request
@@ -182,6 +190,8 @@ class Batcher:
 
     async def stop(self) -> None:
         self._accepting = False
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,6 +206,14 @@ class Batcher:
     def _update_idle(self) -> None:
         if not self._queue and not self._busy:
             self._idle.set()
+            if self.on_quiet is not None and self._quiet_timer is None:
+                loop = asyncio.get_running_loop()
+                self._quiet_timer = loop.call_later(self.quiet_after_s, self._quiet)
+
+    def _quiet(self) -> None:
+        self._quiet_timer = None
+        if not self._queue and not self._busy and self.on_quiet is not None:
+            self.on_quiet()
 
     def _window(self) -> list[WorkItem]:
         """Pop a FIFO window: at most max_batch_tokens real tokens (or one text) and

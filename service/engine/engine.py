@@ -15,6 +15,7 @@ from service.backends.base import Backend
 from service.config import Settings
 from service.engine.batcher import Batcher, BatchLimits, BatchStats, QueueFullError
 from service.engine.encoder import SentenceEncoder
+from service.engine.memory import release_heap
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
@@ -53,7 +54,9 @@ def create_backend(settings: Settings, spec: ModelSpec) -> Backend:
     onnx_dir = ensure_onnx_export(spec.path, spec.transformer_path, settings.cache_dir)
     wants_cuda = select_providers(settings.device)[0] != "CPUExecutionProvider"
     file = choose_onnx_file(onnx_dir, settings.onnx_file, "cuda" if wants_cuda else "cpu")
-    return OnnxBackend(file, settings.device, settings.intra_op_threads)
+    return OnnxBackend(
+        file, settings.device, settings.intra_op_threads, memory_arena=not settings.release_memory
+    )
 
 
 class EmbeddingEngine:
@@ -85,6 +88,7 @@ class EmbeddingEngine:
             on_batch=self._record_batch,
             on_failure=lambda exc: metrics.batch_failures.inc(),
             on_queue_depth=metrics.queue_depth.set,
+            on_quiet=release_heap if settings.release_memory else None,
         )
         self.default_prompt_name = settings.default_prompt_name or spec.default_prompt_name
         self.ready = False

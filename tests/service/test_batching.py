@@ -146,3 +146,31 @@ async def test_cancelled_request_leaves_no_queued_inputs(cache_dir, recording_ba
         recording_backend.gate.set()
         ok = await client.post("/embed", json={"inputs": ["next"]})
     assert ok.status_code == 200
+
+
+async def test_quiet_hook_runs_once_after_the_work_stops():
+    """`on_quiet` (the release_memory trim) fires once the queue has been empty for
+    quiet_after_s, not between requests that keep coming."""
+    from service.engine.batcher import Batcher
+
+    calls = []
+    limits = BatchLimits(max_batch_tokens=1024, max_batch_size=8, max_wait_s=0.0,
+                         max_queued_inputs=64)  # fmt: skip
+    batcher = Batcher(
+        lambda texts: np.ones((len(texts), 4), dtype=np.float32),
+        limits,
+        on_quiet=lambda: calls.append(1),
+        quiet_after_s=0.3,
+    )
+    batcher.start()
+    text = TokenizedText([1, 2, 3], [1, 1, 1], 3)
+    for _ in range(5):  # requests closer together than quiet_after_s
+        await batcher.submit([text]).future
+        await asyncio.sleep(0.05)
+    assert calls == []
+    await asyncio.sleep(0.6)
+    assert calls == [1]
+    await batcher.submit([text]).future
+    await asyncio.sleep(0.6)
+    assert calls == [1, 1]
+    await batcher.stop()
