@@ -125,7 +125,7 @@ def test_release_heap_gives_freed_small_allocations_back():
     from service.engine.memory import release_heap
 
     if platform.libc_ver()[0] != "glibc":
-        assert release_heap() is False or release_heap() is True  # must not raise elsewhere
+        assert isinstance(release_heap(), bool)  # a no-op elsewhere, never an error
         return
     garbage = [bytearray(200) for _ in range(300_000)]  # ~70 MB of heap, not mmap
     del garbage
