@@ -27,7 +27,9 @@ import psutil
 from benchmarks.compare import free_port, wait_healthy
 from benchmarks.load import ResourceSampler
 from benchmarks.texts import texts as load_texts
+from service.config import Settings
 
+DEFAULT_MAX_BATCH_SIZE = Settings.model_fields["max_batch_size"].default
 SETTLE_S = 3.0  # seconds after the burst before the settled RSS is read
 
 
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     port = free_port()
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--max-queued-inputs", str(args.capacity),
-               "--max-batch-size", str(min(args.capacity, 256)),
+               "--max-batch-size", str(min(args.capacity, DEFAULT_MAX_BATCH_SIZE)),
                "--log-level", "warning"]  # fmt: skip
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

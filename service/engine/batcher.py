@@ -156,9 +156,7 @@ class Batcher:
         self._queue.extend(WorkItem(t, request, i, now) for i, t in enumerate(texts))
         self._queued_tokens += sum(t.length for t in texts)
         self._idle.clear()
-        if self._quiet_timer is not None:
-            self._quiet_timer.cancel()
-            self._quiet_timer = None
+        self._cancel_quiet_timer()
         self.on_queue_depth(len(self._queue))
         self._wakeup.set()
         return request
@@ -190,8 +188,7 @@ class Batcher:
 
     async def stop(self) -> None:
         self._accepting = False
-        if self._quiet_timer is not None:
-            self._quiet_timer.cancel()
+        self._cancel_quiet_timer()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -210,9 +207,14 @@ class Batcher:
                 loop = asyncio.get_running_loop()
                 self._quiet_timer = loop.call_later(self.quiet_after_s, self._quiet)
 
+    def _cancel_quiet_timer(self) -> None:
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
+
     def _quiet(self) -> None:
         self._quiet_timer = None
-        if not self._queue and not self._busy and self.on_quiet is not None:
+        if not self._queue and not self._busy:
             self.on_quiet()
 
     def _window(self) -> list[WorkItem]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from service.config import Settings
-from service.engine.batcher import BatchLimits, WorkItem, plan_batches
+from service.engine.batcher import Batcher, BatchLimits, WorkItem, plan_batches
 from service.engine.tokenizer import TokenizedText
 from tests.service.conftest import async_running, metric_value
 
@@ -151,8 +151,6 @@ async def test_cancelled_request_leaves_no_queued_inputs(cache_dir, recording_ba
 async def test_quiet_hook_runs_once_after_the_work_stops():
     """`on_quiet` (the release_memory trim) fires once the queue has been empty for
     quiet_after_s, not between requests that keep coming."""
-    from service.engine.batcher import Batcher
-
     calls = []
     limits = BatchLimits(max_batch_tokens=1024, max_batch_size=8, max_wait_s=0.0,
                          max_queued_inputs=64)  # fmt: skip
