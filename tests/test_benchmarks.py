@@ -53,3 +53,42 @@ def test_overload_benchmark_smoke(tmp_path):
     result = __import__("json").loads(out.read_text())
     assert result["only_200_and_429"] and result["health_always_200"]
     assert result["statuses"].get("429", 0) > 0
+
+
+def test_gpu_benchmark_runs_on_cpu_with_random_weights(tmp_path):
+    """The GPU serving benchmark's code path, on the CPU: random weights from the bundled
+    model's config, a real server, the load grid and the in-process ceiling."""
+    from benchmarks.gpu import main, markdown
+
+    out = tmp_path / "gpu.json"
+    main(["--random-weights", "--quick", "--duration", "1", "--device", "cpu",
+          "--output", str(out)])  # fmt: skip
+    report = __import__("json").loads(out.read_text())
+    assert report["random_weights"] is True
+    rows = report["rows"]
+    assert [r["concurrency"] for r in rows] == [1, 8, 4]
+    assert all(r["ok"] > 0 and r["errors"] == 0 for r in rows)
+    assert all(r["ceiling_sentences_per_s"] > 0 for r in rows)
+    assert all(r["gpu_util_mean"] is None for r in rows)  # no GPU here: not measured
+    assert "not measured" in markdown(rows)
+
+
+def test_random_weights_copy_keeps_architecture_and_tokenizer(bundled_model, tmp_path):
+    import json
+
+    from safetensors.numpy import load_file
+
+    from benchmarks.gpu import random_weights_copy
+
+    copy = random_weights_copy(bundled_model, tmp_path / "random")
+    original = load_file(str(bundled_model / "model.safetensors"))
+    replaced = load_file(str(copy / "model.safetensors"))
+    assert not (copy / "onnx").exists()
+    assert (copy / "tokenizer.json").read_bytes() == (bundled_model / "tokenizer.json").read_bytes()
+    assert json.loads((copy / "modules.json").read_text()) == json.loads(
+        (bundled_model / "modules.json").read_text()
+    )
+    name = "encoder.layer.0.attention.self.query.weight"
+    key = name if name in replaced else next(k for k in replaced if k.endswith(name))
+    assert replaced[key].shape == original[next(k for k in original if k.endswith(name))].shape
+    assert not (replaced[key] == original[next(k for k in original if k.endswith(name))]).all()
