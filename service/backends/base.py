@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.engine.pooling import PoolingHead
+
 
 @dataclass(frozen=True)
 class BackendInfo:
@@ -18,7 +20,8 @@ class BackendInfo:
 
 
 class Backend(ABC):
-    """Runs the transformer: padded token ids in, token embeddings out."""
+    """Runs the transformer: padded token ids in, token embeddings (`forward`) or pooled
+    sentence vectors (`embed`) out."""
 
     info: BackendInfo
 
@@ -27,6 +30,20 @@ class Backend(ABC):
         self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray
     ) -> np.ndarray:
         """int64 [batch, seq] arrays -> float32 token embeddings [batch, seq, hidden]."""
+
+    def embed(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        token_type_ids: np.ndarray,
+        head: PoolingHead,
+    ) -> np.ndarray:
+        """int64 [batch, seq] arrays -> float32 sentence vectors [batch, dim] (pooling and
+        Dense applied, not normalised). This default runs `forward` and pools on the host in
+        numpy; a backend whose model lives on an accelerator overrides it to pool there and
+        copy only [batch, dim] back (as TEI's backends return pooled embeddings)."""
+        tokens = self.forward(input_ids, attention_mask, token_type_ids)
+        return np.ascontiguousarray(head(tokens, attention_mask), dtype=np.float32)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the model (tests and shutdown)."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from service.backends.base import Backend
 from service.engine.model_spec import ModelSpec
-from service.engine.pooling import l2_normalize, pool
+from service.engine.pooling import PoolingHead, l2_normalize
 from service.engine.tokenizer import TokenizedText
 
 
@@ -31,15 +31,12 @@ class SentenceEncoder:
 
     def __init__(self, spec: ModelSpec, backend: Backend, pad_id: int) -> None:
         self.spec, self.backend, self.pad_id = spec, backend, pad_id
+        self.head = PoolingHead(spec.pooling, spec.dense)
 
     def embed(self, items: list[TokenizedText]) -> np.ndarray:
         """float32 [len(items), dimension], before normalisation."""
         ids, mask, types = pad_batch(items, self.pad_id)
-        tokens = self.backend.forward(ids, mask, types)
-        vectors = pool(tokens, mask, self.spec.pooling)
-        for layer in self.spec.dense:
-            vectors = layer(vectors)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return self.backend.embed(ids, mask, types, self.head)
 
 
 def postprocess(vectors: np.ndarray, normalize: bool, dimensions: int | None = None) -> np.ndarray:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,7 @@ POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-ACTIVATIONS = {"Identity": None, "Tanh": np.tanh}
+ACTIVATIONS = ("Identity", "Tanh")  # the Dense activations sentence-transformers models use
 
 
 class ModelFolderError(ValueError):
@@ -29,18 +32,26 @@ class ModelFolderError(ValueError):
 
 @dataclass(frozen=True)
 class DenseLayer:
-    """A sentence-transformers Dense module: y = activation(x @ weight.T + bias)."""
+    """A sentence-transformers Dense module: y = activation(x @ weight.T + bias).
 
-    weight: np.ndarray  # [out, in]
-    bias: np.ndarray | None
+    Works on numpy arrays or, after `to(...)`, on tensors of another array library (torch
+    on the model's device)."""
+
+    weight: Any  # [out, in]
+    bias: Any | None  # [out]
     activation: str = "Identity"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x):
+        """x [batch, in] -> [batch, out], same array library as x."""
         y = x @ self.weight.T
         if self.bias is not None:
             y = y + self.bias
-        fn = ACTIVATIONS[self.activation]
-        return fn(y) if fn is not None else y
+        return array_namespace(y).tanh(y) if self.activation == "Tanh" else y
+
+    def to(self, convert: Callable[[np.ndarray], Any]) -> DenseLayer:
+        """The same layer with its arrays converted (e.g. to torch tensors on a device)."""
+        bias = None if self.bias is None else convert(self.bias)
+        return replace(self, weight=convert(self.weight), bias=bias)
 
 
 @dataclass(frozen=True)

@@ -1,47 +1,97 @@
-"""Pooling of token embeddings into one vector per text, in numpy, matching
-sentence-transformers' Pooling module mode for mode."""
+"""Pooling of token embeddings into one vector per text, matching sentence-transformers'
+Pooling module mode for mode.
+
+One definition serves every backend: the functions are written against the Python array
+API (`array_api_compat`), so the same code pools numpy arrays on the host (ONNX Runtime on
+CPU) and torch tensors where the model runs (the torch backend on CUDA: no
+[batch, seq, hidden] copy to the host)."""
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from array_api_compat import array_namespace
+
+EPS = 1e-9
 
 
-def _masked_mean(tokens: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    summed = np.einsum("bth,bt->bh", tokens, mask)
-    counts = np.clip(mask.sum(axis=1, keepdims=True), 1e-9, None)
-    return summed, counts
+@dataclass(frozen=True)
+class PoolingHead:
+    """What turns token embeddings into a sentence vector: sentence-transformers' Pooling
+    module (`modes`) followed by its Dense modules (`dense`, callables [batch, in] ->
+    [batch, out], e.g. `model_spec.DenseLayer`). Normalisation is per request, not here."""
+
+    modes: tuple[str, ...]
+    dense: tuple[Any, ...] = ()
+
+    def __call__(self, tokens, attention_mask):
+        """tokens [batch, seq, hidden], mask [batch, seq] -> [batch, dim], same library."""
+        vectors = pool(tokens, attention_mask, self.modes)
+        for layer in self.dense:
+            vectors = layer(vectors)
+        return vectors
+
+    def to(self, convert: Callable[[Any], Any]) -> PoolingHead:
+        """The same head with the Dense weights converted (e.g. to tensors on a device)."""
+        return PoolingHead(self.modes, tuple(layer.to(convert) for layer in self.dense))
 
 
-def pool(tokens: np.ndarray, attention_mask: np.ndarray, modes: tuple[str, ...]) -> np.ndarray:
-    """tokens [batch, seq, hidden] and mask [batch, seq] -> [batch, hidden * len(modes)].
+def _masked_sum(xp, tokens, weights):
+    """sum_t weights[b, t] * tokens[b, t, :] -> [batch, hidden]; weights [batch, seq]. A
+    batched matmul: no [batch, seq, hidden] temporary."""
+    return xp.matmul(weights[:, None, :], tokens)[:, 0, :]
 
-    Assumes right padding (the service pads on the right)."""
-    mask = attention_mask.astype(tokens.dtype)
+
+def _clip_min(xp, values, minimum: float):
+    return xp.where(values < minimum, xp.full_like(values, minimum), values)
+
+
+def pool(tokens, attention_mask, modes: tuple[str, ...]):
+    """tokens [batch, seq, hidden] and mask [batch, seq] -> [batch, hidden * len(modes)],
+    same array library and dtype as `tokens` (numpy or torch; accumulate in float32 by
+    passing float32 tokens). Modes are concatenated in order, as sentence-transformers does.
+
+    Assumes right padding (the service pads on the right). Raises ValueError for an unknown
+    mode."""
+    xp = array_namespace(tokens, attention_mask)
+    mask = xp.astype(attention_mask, tokens.dtype)
     parts = []
     for mode in modes:
         if mode == "cls":
-            parts.append(tokens[:, 0])
-        elif mode == "mean":
-            summed, counts = _masked_mean(tokens, mask)
-            parts.append(summed / counts)
-        elif mode == "mean_sqrt_len":
-            summed, counts = _masked_mean(tokens, mask)
-            parts.append(summed / np.sqrt(counts))
+            parts.append(tokens[:, 0, :])
+        elif mode in ("mean", "mean_sqrt_len"):
+            counts = _clip_min(xp, xp.sum(mask, axis=1, keepdims=True), EPS)
+            summed = _masked_sum(xp, tokens, mask)
+            parts.append(summed / (counts if mode == "mean" else xp.sqrt(counts)))
         elif mode == "max":
-            masked = np.where(mask[..., None] > 0, tokens, np.finfo(tokens.dtype).min)
-            parts.append(masked.max(axis=1))
+            floor = xp.full_like(tokens, xp.finfo(tokens.dtype).min)
+            parts.append(xp.max(xp.where(mask[:, :, None] > 0, tokens, floor), axis=1))
         elif mode == "lasttoken":
-            last = np.clip(attention_mask.sum(axis=1) - 1, 0, None).astype(np.int64)
-            parts.append(tokens[np.arange(len(tokens)), last])
+            last = xp.astype(xp.sum(attention_mask, axis=1) - 1, xp.int64)
+            last = xp.where(last < 0, xp.zeros_like(last), last)
+            rows = xp.arange(tokens.shape[0], device=_device(tokens))
+            parts.append(tokens[rows, last])
         elif mode == "weightedmean":
-            weights = np.arange(1, tokens.shape[1] + 1, dtype=tokens.dtype)[None, :] * mask
-            summed = np.einsum("bth,bt->bh", tokens, weights)
-            parts.append(summed / np.clip(weights.sum(axis=1, keepdims=True), 1e-9, None))
+            width, device = tokens.shape[1], _device(tokens)
+            positions = xp.arange(1, width + 1, dtype=tokens.dtype, device=device)
+            weights = positions[None, :] * mask
+            total = _clip_min(xp, xp.sum(weights, axis=1, keepdims=True), EPS)
+            parts.append(_masked_sum(xp, tokens, weights) / total)
         else:
             raise ValueError(f"unsupported pooling mode: {mode}")
-    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=1)
 
 
-def l2_normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.clip(norms, 1e-12, None)
+def l2_normalize(vectors):
+    """Rows scaled to unit L2 norm ([n, dim] -> [n, dim]; zero rows stay zero)."""
+    xp = array_namespace(vectors)
+    norms = xp.sqrt(xp.sum(vectors * vectors, axis=1, keepdims=True))
+    return vectors / _clip_min(xp, norms, 1e-12)
+
+
+def _device(array):
+    from array_api_compat import device
+
+    return device(array)

@@ -60,8 +60,10 @@ def test_cls_unnormalised_model_matches_exactly(bundled_model, tmp_path, cache_d
         np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
 
 
-def test_dense_projection_model_matches(bundled_model, tmp_path, cache_dir):
-    """A distilled student has Pooling -> Dense -> Normalize; the service applies the Dense."""
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_dense_projection_model_matches(backend, bundled_model, tmp_path, cache_dir):
+    """A distilled student has Pooling -> Dense -> Normalize; the service applies the Dense
+    (torch: on the model's device)."""
     import torch
     from sentence_transformers import SentenceTransformer, models
 
@@ -72,7 +74,7 @@ def test_dense_projection_model_matches(bundled_model, tmp_path, cache_dir):
     folder = tmp_path / "dense"
     model.save(str(folder))
     expected = model.encode(SENTENCES)
-    settings = Settings(_env_file=None, cache_dir=cache_dir, model=str(folder))
+    settings = Settings(_env_file=None, cache_dir=cache_dir, model=str(folder), backend=backend)
     with running(settings) as client:
         got = np.asarray(client.post("/embed", json={"inputs": SENTENCES}).json())
         assert client.get("/info").json()["dimension"] == 128

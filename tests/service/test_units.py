@@ -22,10 +22,12 @@ from service.config import Settings
 from service.engine.pooling import pool
 
 
+@pytest.mark.parametrize("library", ["numpy", "torch"])
 @pytest.mark.parametrize(
     "mode", ["mean", "cls", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens"]
 )
-def test_pooling_matches_sentence_transformers(mode):
+def test_pooling_matches_sentence_transformers(mode, library):
+    """One pooling definition for the host (numpy) and the model's device (torch)."""
     rng = np.random.default_rng(0)
     tokens = rng.normal(size=(4, 7, 16)).astype(np.float32)
     mask = np.array([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2, [1] + [0] * 6])
@@ -33,8 +35,31 @@ def test_pooling_matches_sentence_transformers(mode):
     expected = reference(
         {"token_embeddings": torch.from_numpy(tokens), "attention_mask": torch.from_numpy(mask)}
     )["sentence_embedding"]
+    if library == "torch":
+        tokens, mask = torch.from_numpy(tokens), torch.from_numpy(mask)
     ours = pool(tokens, mask, (mode.removesuffix("_tokens"),))
-    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-5)
+    assert type(ours) is type(tokens)  # stays in the library it was given (on its device)
+    np.testing.assert_allclose(np.asarray(ours), expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_torch_backend_pools_on_device_like_the_host_path(bundled_model):
+    """TorchBackend.embed (pooling + Dense on the model's device) == forward() pooled on
+    the host in numpy, for concatenated modes and a Tanh Dense layer."""
+    from service.backends.base import Backend
+    from service.backends.torch import TorchBackend
+    from service.engine.model_spec import DenseLayer
+    from service.engine.pooling import PoolingHead
+
+    rng = np.random.default_rng(0)
+    dense = DenseLayer(rng.normal(size=(8, 768)).astype(np.float32), np.ones(8, np.float32), "Tanh")
+    head = PoolingHead(("mean", "max"), (dense,))
+    backend = TorchBackend(str(bundled_model), "cpu")
+    ids = np.array([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+    on_device = backend.embed(ids, mask, np.zeros_like(ids), head)
+    on_host = Backend.embed(backend, ids, mask, np.zeros_like(ids), head)
+    assert on_device.shape == (2, 8) and on_device.dtype == np.float32
+    np.testing.assert_allclose(on_device, on_host, rtol=1e-5, atol=1e-5)
 
 
 def test_providers_auto_prefers_cuda_and_falls_back_to_cpu():
