@@ -1,9 +1,8 @@
 """The embedding engine every route goes through: prompts -> tokenise (off the event
-loop) -> batcher -> raw vectors, with per-request timeout and cancellation."""
+loop) -> engine core (batcher -> raw vectors, per-request timeout and cancellation)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,22 +10,18 @@ from pathlib import Path
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from service.backends.base import Backend
+from service.backends.base import Backend, BackendInfo
 from service.config import Settings
-from service.engine.batcher import Batcher, BatchLimits, BatchStats, QueueFullError
+from service.engine.core import EngineCore, InprocCore, RequestTimeoutError
 from service.engine.encoder import SentenceEncoder
-from service.engine.memory import release_heap
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
 
+__all__ = ["EmbeddingEngine", "Embeddings", "RequestTimeoutError", "UnknownPromptError"]
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
-
-
-class RequestTimeoutError(RuntimeError):
-    """The request was not answered within the configured timeout (503)."""
 
 
 class UnknownPromptError(ValueError):
@@ -60,56 +55,49 @@ def create_backend(settings: Settings, spec: ModelSpec) -> Backend:
 
 
 class EmbeddingEngine:
-    """Owns the tokenizer, the encoder and the batcher of one served model."""
+    """The front end every route goes through: prompts, tokenisation and usage counts here,
+    the vectors from an engine core (`InprocCore` in this process, or `RemoteCore` in a
+    shared inference process)."""
 
     def __init__(
         self,
         settings: Settings,
         spec: ModelSpec,
         tokenizer: ModelTokenizer,
-        encoder: SentenceEncoder,
+        core: EngineCore,
         metrics: Metrics,
     ) -> None:
-        self.settings, self.spec, self.tokenizer, self.encoder = settings, spec, tokenizer, encoder
+        self.settings, self.spec, self.tokenizer, self.core = settings, spec, tokenizer, core
         self.metrics = metrics
         if settings.max_batch_tokens < tokenizer.max_length:
             raise ValueError(
                 f"max_batch_tokens ({settings.max_batch_tokens}) must be at least the model's "
                 f"max sequence length ({tokenizer.max_length})"
             )
-        self.batcher = Batcher(
-            encoder.embed,
-            BatchLimits(
-                settings.max_batch_tokens,
-                settings.max_batch_size,
-                settings.max_wait_ms / 1000.0,
-                settings.max_queued_inputs,
-            ),
-            on_batch=self._record_batch,
-            on_failure=lambda exc: metrics.batch_failures.inc(),
-            on_queue_depth=metrics.queue_depth.set,
-            on_quiet=release_heap if settings.release_memory else None,
-        )
         self.default_prompt_name = settings.default_prompt_name or spec.default_prompt_name
         self.ready = False
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, backend: Backend | None = None):
-        """Read the model folder and build tokenizer, backend and encoder (blocking)."""
-        path = resolve_model_path(settings.model_path())
-        spec = load_model_spec(path)
-        if not spec.include_prompt:
-            raise ValueError(f"{path}: pooling with include_prompt=false is not supported")
-        lowercase = _do_lower_case(spec.transformer_path)
-        tokenizer = ModelTokenizer(spec.transformer_path, spec.max_seq_length, lowercase)
+        """Read the model folder and build tokenizer, backend, encoder and an in-process
+        core (blocking)."""
+        spec, tokenizer = load_model(settings)
         backend = backend or create_backend(settings, spec)
-        return cls(
-            settings, spec, tokenizer, SentenceEncoder(spec, backend, tokenizer.pad_id), metrics
-        )
+        encoder = SentenceEncoder(spec, backend, tokenizer.pad_id)
+        return cls(settings, spec, tokenizer, InprocCore(settings, encoder, metrics), metrics)
+
+    @classmethod
+    def remote(cls, settings: Settings, metrics: Metrics, address: str):
+        """A front end whose vectors come from the engine-core process at `address`."""
+        from service.engine.ipc import RemoteCore
+
+        spec, tokenizer = load_model(settings)
+        core = RemoteCore(address, reply_timeout_s=settings.request_timeout_s + 30)
+        return cls(settings, spec, tokenizer, core, metrics)
 
     @property
-    def backend(self) -> Backend:
-        return self.encoder.backend
+    def backend_info(self) -> BackendInfo:
+        return self.core.backend_info
 
     @property
     def model_name(self) -> str:
@@ -121,16 +109,11 @@ class EmbeddingEngine:
         given = self.settings.model.rstrip("/")
         return given if not Path(given).is_dir() else Path(given).name
 
-    def _record_batch(self, stats: BatchStats) -> None:
-        self.metrics.batch_size.observe(stats.size)
-        self.metrics.batch_tokens.observe(stats.padded_tokens)
-        self.metrics.inference_seconds.observe(stats.seconds)
-
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the batcher and prove the model runs (health turns 200 after this)."""
-        self.batcher.start()
+        """Start the core and prove the model runs (health turns 200 after this)."""
+        await self.core.start()
         await self.embed(["warm-up"], truncate=True)
         self.ready = True
         log.info(
@@ -140,17 +123,16 @@ class EmbeddingEngine:
             self.tokenizer.max_length,
             "+".join(self.spec.pooling),
             self.spec.normalize,
-            self.backend.info,
+            self.backend_info,
         )
 
     async def drain(self, timeout: float) -> bool:
         self.ready = False
-        return await self.batcher.drain(timeout)
+        return await self.core.drain(timeout)
 
     async def stop(self) -> None:
         self.ready = False
-        await self.batcher.stop()
-        self.backend.close()
+        await self.core.stop()
 
     # ------------------------------------------------------------ requests
 
@@ -185,26 +167,17 @@ class EmbeddingEngine:
             tokens = await run_in_threadpool(self.tokenize, texts, truncate, direction, prompt)
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
-        try:
-            request = self.batcher.submit(tokens)
-        except QueueFullError:
-            self.metrics.rejected.inc(len(tokens))
-            raise
-        try:
-            vectors = await asyncio.wait_for(
-                asyncio.shield(request.future), self.settings.request_timeout_s
-            )
-        except asyncio.TimeoutError:
-            self.batcher.cancel(request)
-            self.metrics.timeouts.inc()
-            raise RequestTimeoutError(
-                f"request not answered within {self.settings.request_timeout_s:g} s "
-                "(request_timeout_s); the server is overloaded, retry later"
-            ) from None
-        except asyncio.CancelledError:
-            self.batcher.cancel(request)  # client went away: free its queue slots
-            raise
-        return Embeddings(vectors, counts)
+        return Embeddings(await self.core.embed_tokens(tokens), counts)
+
+
+def load_model(settings: Settings) -> tuple[ModelSpec, ModelTokenizer]:
+    """The served model's spec and tokenizer (with the model's `do_lower_case`)."""
+    path = resolve_model_path(settings.model_path())
+    spec = load_model_spec(path)
+    if not spec.include_prompt:
+        raise ValueError(f"{path}: pooling with include_prompt=false is not supported")
+    lowercase = _do_lower_case(spec.transformer_path)
+    return spec, ModelTokenizer(spec.transformer_path, spec.max_seq_length, lowercase)
 
 
 def _do_lower_case(transformer_dir: Path) -> bool:

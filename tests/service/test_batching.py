@@ -120,7 +120,7 @@ async def test_request_timeout_is_503_and_frees_the_queue(cache_dir, recording_b
             *(client.post("/embed", json={"inputs": [f"text {i}"]}) for i in range(3))
         )
         engine = client.app.state.engine
-        depth = engine.batcher.queue_depth
+        depth = engine.core.batcher.queue_depth
         recording_backend.gate.set()
         await asyncio.sleep(0.1)
         after = await client.post("/embed", json={"inputs": ["back to normal"]})
@@ -138,11 +138,11 @@ async def test_cancelled_request_leaves_no_queued_inputs(cache_dir, recording_ba
         recording_backend.entered.clear()
         task = asyncio.create_task(engine.embed(["one", "two", "three", "four"]))
         await asyncio.to_thread(recording_backend.entered.wait, 5)
-        assert engine.batcher.queue_depth == 3
+        assert engine.core.batcher.queue_depth == 3
         task.cancel()  # what a client disconnect does to the handler
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert engine.batcher.queue_depth == 0
+        assert engine.core.batcher.queue_depth == 0
         recording_backend.gate.set()
         ok = await client.post("/embed", json={"inputs": ["next"]})
     assert ok.status_code == 200
