@@ -16,8 +16,9 @@ Order of the checks (each names its limit):
    rule 2 already bounds its own work), so a request bigger than `max_queue_wait_s` but
    within rule 2 is served when the server is free instead of being turned away forever.
 
-`Retry-After` is the time until the queue has drained enough for the request to fit, at
-the estimated throughput (whole seconds, at least 1).
+`Retry-After` is the time the work queued now takes at the estimated throughput (whole
+seconds, at least 1): by then this server has room again even if every client turned away
+in the same burst retries at once.
 """
 
 from __future__ import annotations
@@ -144,19 +145,17 @@ def check_admission(
         )
     queued_s = queue.tokens / rate
     if queue.inputs + inputs > limits.max_queued_inputs:
-        share = (queue.inputs + inputs - limits.max_queued_inputs) / max(queue.inputs, 1)
         raise QueueFullError(
             f"queue full: {queue.inputs} inputs queued, {inputs} more asked, capacity "
             f"{limits.max_queued_inputs} (max_queued_inputs); retry later or elsewhere",
-            retry_after_s(queued_s * min(share, 1.0)),
+            retry_after_s(queued_s),
             "max_queued_inputs",
         )
     if queue.inputs and queued_s + own_s > limits.max_queue_wait_s:
-        excess = queued_s + own_s - limits.max_queue_wait_s
         raise QueueFullError(
             f"server busy: the {queue.inputs} inputs queued ahead need about {queued_s:.1f} s "
             f"at {rate:.0f} tokens/s, and this request {own_s:.1f} s more, past "
             f"max_queue_wait_s ({limits.max_queue_wait_s:g} s); retry later or elsewhere",
-            retry_after_s(min(excess, queued_s)),
+            retry_after_s(queued_s),
             "max_queue_wait_s",
         )

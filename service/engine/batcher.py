@@ -220,14 +220,16 @@ class Batcher:
         Returns the number of requests failed."""
         self._accepting = False
         self._cancel_quiet_timer()
+        unanswered = self._in_flight_and_queued()  # before the worker forgets its window
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         failed = 0
-        for request in self._in_flight_and_queued():
-            request.future.set_exception(ShuttingDownError(reason))
-            failed += 1
+        for request in unanswered:
+            if not request.finished:
+                request.future.set_exception(ShuttingDownError(reason))
+                failed += 1
         self._queue.clear()
         self._queued_tokens = 0
         self._busy = False

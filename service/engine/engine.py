@@ -30,8 +30,14 @@ from service.metrics import Metrics
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
-CALIBRATION_TEXT_TOKENS = 128  # start-up throughput measurement: texts of this many tokens,
-CALIBRATION_MAX_TEXTS = 32  # at most this many in the batch (within the batch limits)
+# start-up throughput measurement: one batch of short texts (their per-text overhead makes
+# them the slowest per token), within the batch limits
+CALIBRATION_TEXT_TOKENS = 16
+CALIBRATION_MAX_TEXTS = 64
+# The prior is this share of the idle calibration: in a burst, HTTP parsing, tokenising and
+# answering compete with inference for the CPU, and the first requests of a burst are
+# admitted before any busy batch has been measured (docs/benchmarks.md, "Overload").
+CALIBRATION_HEADROOM = 0.5
 
 
 class RequestTimeoutError(RuntimeError):
@@ -164,9 +170,9 @@ class EmbeddingEngine:
         )
 
     async def calibrate(self) -> float:
-        """Measure throughput (tokens/s) on one batch of synthetic texts and make it the
-        admission estimate's prior, so the first burst is judged by this machine's speed.
-        The batch stays within max_batch_size and max_batch_tokens."""
+        """Measure throughput (tokens/s) on one batch of synthetic short texts and make
+        CALIBRATION_HEADROOM of it the admission estimate's prior, so the first burst is
+        judged by this machine's speed. The batch stays within the batch limits."""
         length = min(CALIBRATION_TEXT_TOKENS, self.tokenizer.max_length)
         count = max(
             1,
@@ -181,12 +187,13 @@ class EmbeddingEngine:
         started = time.monotonic()
         await self.batcher.submit(texts).future
         seconds = max(time.monotonic() - started, 1e-6)
-        rate = text.length * count / seconds
-        self.batcher.estimator.reset(rate)
-        self.metrics.throughput_estimate.set(rate)
-        log.info("calibration: %d x %d tokens in %.3f s = %.0f tokens/s", count,
-                 text.length, seconds, rate)  # fmt: skip
-        return rate
+        measured = text.length * count / seconds
+        prior = measured * CALIBRATION_HEADROOM
+        self.batcher.estimator.reset(prior)
+        self.metrics.throughput_estimate.set(prior)
+        log.info("calibration: %d x %d tokens in %.3f s = %.0f tokens/s; admission prior %.0f",
+                 count, text.length, seconds, measured, prior)  # fmt: skip
+        return prior
 
     async def drain(self, timeout: float) -> bool:
         self.ready = False
