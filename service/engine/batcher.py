@@ -83,7 +83,7 @@ class BatchStats:
     real_tokens: int
     seconds: float  # inference call only
     busy_seconds: float = 0.0  # since the previous batch ended or its work arrived, if later
-    backlogged: bool = False  # more work was waiting: the batch shows saturated throughput
+    saturated: bool = False  # from a backlogged or large window: shows busy throughput
 
 
 def plan_batches(items: list[WorkItem], limits: BatchLimits) -> list[list[WorkItem]]:
@@ -269,8 +269,9 @@ class Batcher:
     def _window(self) -> tuple[list[WorkItem], bool]:
         """Pop a FIFO window: at most max_batch_tokens real tokens (or one text) and
         max_batch_size texts, skipping texts of requests already answered. Marks its
-        requests started. Also returns whether the window was cut by a limit with work
-        left behind (the server is saturated: its batches measure full throughput)."""
+        requests started. Also returns whether the window is *saturated*: work was left
+        behind, or it is large (max_batch_size texts or half the token budget), so its
+        batches measure the throughput the server has when busy."""
         window: list[WorkItem] = []
         tokens = 0
         while self._queue and len(window) < self.limits.max_batch_size:
@@ -286,7 +287,12 @@ class Batcher:
             self._queued_tokens -= item.text.length
             tokens += item.text.length
         self.on_queue_depth(len(self._queue))
-        return window, bool(self._queue)
+        saturated = (
+            bool(self._queue)
+            or len(window) >= self.limits.max_batch_size
+            or 2 * tokens >= self.limits.max_batch_tokens
+        )
+        return window, saturated
 
     def _window_is_full(self) -> bool:
         if len(self._queue) >= self.limits.max_batch_size:
@@ -315,14 +321,14 @@ class Batcher:
             await self._wait_for_work()
             self._busy = True
             try:
-                window, backlogged = self._window()
+                window, saturated = self._window()
                 self._current = window
                 # work was ready from its oldest text's arrival (or the previous batch's end)
                 ready_at = min((it.enqueued for it in window), default=time.monotonic())
                 for batch in plan_batches(window, self.limits):
                     live = [it for it in batch if not it.request.finished]
                     if live:
-                        await self._run_batch(loop, live, backlogged, ready_at)
+                        await self._run_batch(loop, live, saturated, ready_at)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the worker must outlive any bug in one round
@@ -343,7 +349,7 @@ class Batcher:
         self,
         loop: asyncio.AbstractEventLoop,
         batch: list[WorkItem],
-        backlogged: bool,
+        saturated: bool,
         ready_at: float,
     ) -> None:
         texts = [it.text for it in batch]
@@ -369,9 +375,9 @@ class Batcher:
             sum(t.length for t in texts),
             ended - started,
             busy,
-            backlogged,
+            saturated,
         )
-        if backlogged:
+        if saturated:
             self.estimator.observe(stats.real_tokens, busy)
         self.on_batch(stats)
         for item, vector in zip(batch, vectors):

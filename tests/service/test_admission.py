@@ -159,7 +159,7 @@ class GatedEmbed:
         return np.ones((len(texts), 4), dtype=np.float32)
 
 
-async def test_batcher_applies_the_wait_bound_and_learns_only_from_backlogged_batches():
+async def test_batcher_applies_the_wait_bound_and_learns_only_from_saturated_batches():
     stats: list[BatchStats] = []
     est = estimator(1000.0)
     batcher = Batcher(
@@ -184,8 +184,9 @@ async def test_batcher_applies_the_wait_bound_and_learns_only_from_backlogged_ba
     await first.future
     await asyncio.sleep(0.05)
     assert first.started and not second.started
-    # the first window (4 texts, more waiting) was backlogged, the second was not
-    assert [s.backlogged for s in stats] == [True, False]
+    # the first window (4 texts, more waiting) was saturated; the second (5 of the
+    # 100-token budget, nothing behind) was not
+    assert [s.saturated for s in stats] == [True, False]
     assert est.observations == 1 and all(s.busy_seconds > 0 for s in stats)
     await batcher.stop()
 
