@@ -18,7 +18,7 @@ from tests.service.conftest import metric_value, server_process
 
 ESTIMATE = "embed_throughput_estimate_tokens_per_second"
 LONG_TEXT = "Embedding services batch many requests together to use the model well. " * 30
-TOKENS_PER_LONG_TEXT = 256  # LONG_TEXT is ~390 tokens; the bundled model truncates to 256
+TOKENS_PER_LONG_TEXT = 256  # LONG_TEXT is longer; the bundled model truncates to 256
 
 
 def _estimate(url: str) -> float:
