@@ -36,7 +36,8 @@ CALIBRATION_TEXT_TOKENS = 16
 CALIBRATION_MAX_TEXTS = 64
 # The prior is this share of the idle calibration: in a burst, HTTP parsing, tokenising and
 # answering compete with inference for the CPU, and the first requests of a burst are
-# admitted before any busy batch has been measured (docs/benchmarks.md, "Overload").
+# admitted before any busy batch has been measured (docs/benchmarks.md, "Admission by
+# expected wait").
 CALIBRATION_HEADROOM = 0.5
 
 
