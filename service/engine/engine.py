@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,13 @@ from starlette.concurrency import run_in_threadpool
 
 from service.backends.base import Backend
 from service.config import Settings
-from service.engine.batcher import Batcher, BatchLimits, BatchStats, QueueFullError
+from service.engine.admission import (
+    AdmissionLimits,
+    QueueFullError,
+    ThroughputEstimator,
+    retry_after_s,
+)
+from service.engine.batcher import Batcher, BatchLimits, BatchStats, PendingRequest
 from service.engine.encoder import SentenceEncoder
 from service.engine.memory import release_heap
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
@@ -23,10 +30,23 @@ from service.metrics import Metrics
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
+# start-up throughput measurement: one batch of short texts (their per-text overhead makes
+# them the slowest per token), within the batch limits
+CALIBRATION_TEXT_TOKENS = 16
+CALIBRATION_MAX_TEXTS = 64
+# The prior is this share of the idle calibration: in a burst, HTTP parsing, tokenising and
+# answering compete with inference for the CPU, and the first requests of a burst are
+# admitted before any busy batch has been measured (docs/benchmarks.md, "Admission by
+# expected wait").
+CALIBRATION_HEADROOM = 0.5
 
 
 class RequestTimeoutError(RuntimeError):
-    """The request was not answered within the configured timeout (503)."""
+    """The request waited `request_timeout_s` in the queue without starting (503)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
 
 
 class UnknownPromptError(ValueError):
@@ -89,7 +109,12 @@ class EmbeddingEngine:
             on_failure=lambda exc: metrics.batch_failures.inc(),
             on_queue_depth=metrics.queue_depth.set,
             on_quiet=release_heap if settings.release_memory else None,
+            admission=AdmissionLimits(
+                settings.max_queued_inputs, settings.max_queue_wait_s, settings.request_timeout_s
+            ),
+            estimator=ThroughputEstimator(),
         )
+        metrics.throughput_estimate.set(self.batcher.estimator.tokens_per_s)
         self.default_prompt_name = settings.default_prompt_name or spec.default_prompt_name
         self.ready = False
 
@@ -125,6 +150,7 @@ class EmbeddingEngine:
         self.metrics.batch_size.observe(stats.size)
         self.metrics.batch_tokens.observe(stats.padded_tokens)
         self.metrics.inference_seconds.observe(stats.seconds)
+        self.metrics.throughput_estimate.set(self.batcher.estimator.tokens_per_s)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -132,6 +158,7 @@ class EmbeddingEngine:
         """Start the batcher and prove the model runs (health turns 200 after this)."""
         self.batcher.start()
         await self.embed(["warm-up"], truncate=True)
+        await self.calibrate()
         self.ready = True
         log.info(
             "model %s ready: dim %d, max %d tokens, pooling %s, normalize %s, %s",
@@ -143,9 +170,40 @@ class EmbeddingEngine:
             self.backend.info,
         )
 
+    async def calibrate(self) -> float:
+        """Measure throughput (tokens/s) on one batch of synthetic short texts and make
+        CALIBRATION_HEADROOM of it the admission estimate's prior, so the first burst is
+        judged by this machine's speed. The batch stays within the batch limits."""
+        length = min(CALIBRATION_TEXT_TOKENS, self.tokenizer.max_length)
+        count = max(
+            1,
+            min(
+                CALIBRATION_MAX_TEXTS,
+                self.settings.max_batch_size,
+                self.settings.max_batch_tokens // length,
+            ),
+        )
+        text = self.tokenizer.encode(["calibration " * length], truncate=True)[0]
+        texts = [text] * count
+        started = time.monotonic()
+        await self.batcher.submit(texts).future
+        seconds = max(time.monotonic() - started, 1e-6)
+        measured = text.length * count / seconds
+        prior = measured * CALIBRATION_HEADROOM
+        self.batcher.estimator.reset(prior)
+        self.metrics.throughput_estimate.set(prior)
+        log.info("calibration: %d x %d tokens in %.3f s = %.0f tokens/s; admission prior %.0f",
+                 count, text.length, seconds, measured, prior)  # fmt: skip
+        return prior
+
     async def drain(self, timeout: float) -> bool:
         self.ready = False
         return await self.batcher.drain(timeout)
+
+    async def abort(self, reason: str) -> int:
+        """Fail every request not yet answered with ShuttingDownError(reason) (503)."""
+        self.ready = False
+        return await self.batcher.abort(reason)
 
     async def stop(self) -> None:
         self.ready = False
@@ -191,20 +249,31 @@ class EmbeddingEngine:
             self.metrics.rejected.inc(len(tokens))
             raise
         try:
-            vectors = await asyncio.wait_for(
-                asyncio.shield(request.future), self.settings.request_timeout_s
-            )
-        except asyncio.TimeoutError:
-            self.batcher.cancel(request)
-            self.metrics.timeouts.inc()
-            raise RequestTimeoutError(
-                f"request not answered within {self.settings.request_timeout_s:g} s "
-                "(request_timeout_s); the server is overloaded, retry later"
-            ) from None
+            vectors = await self._wait(request)
         except asyncio.CancelledError:
             self.batcher.cancel(request)  # client went away: free its queue slots
             raise
         return Embeddings(vectors, counts)
+
+    async def _wait(self, request: PendingRequest) -> np.ndarray:
+        """The request's vectors. `request_timeout_s` bounds the wait before its first
+        text enters a batch; once started, the request is finished whatever it takes
+        (admission already refused work that could not be done within the timeout)."""
+        timeout = self.settings.request_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
+        except asyncio.TimeoutError:
+            if request.started:
+                return await asyncio.shield(request.future)
+            self.batcher.cancel(request)
+            self.metrics.timeouts.inc()
+            ahead = self.batcher.queue_depth
+            raise RequestTimeoutError(
+                f"request waited {timeout:g} s in the queue without starting "
+                f"(request_timeout_s) and was dropped; the queue drained slower than its "
+                f"estimate, {ahead} inputs still wait; retry later or elsewhere",
+                retry_after_s(self.batcher.queued_seconds()),
+            ) from None
 
 
 def _do_lower_case(transformer_dir: Path) -> bool:
