@@ -7,13 +7,29 @@ import logging
 import os
 import sys
 
+from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from service.config import Settings
 
 
+def load_settings(argv: list[str] | None = None) -> Settings:
+    """Settings from flags and the environment; invalid ones end the process with a
+    one-line message per problem (exit status 2), not a traceback."""
+    try:
+        return CliApp.run(Settings, cli_args=argv) if argv is not None else CliApp.run(Settings)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
+            f"{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        ]
+        print("invalid settings:\n  " + "\n  ".join(problems), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    settings = CliApp.run(Settings, cli_args=argv) if argv is not None else CliApp.run(Settings)
+    settings = load_settings(argv)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

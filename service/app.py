@@ -20,6 +20,7 @@ from service.backends.base import Backend
 from service.config import Settings
 from service.engine.engine import EmbeddingEngine
 from service.metrics import Metrics
+from service.server import shutdown_reason
 
 log = logging.getLogger(__name__)
 ROUTES = {"/embed", "/similarity", "/v1/embeddings", "/health", "/info", "/metrics"}
@@ -60,11 +61,15 @@ def create_app(
             yield
         finally:
             app.state.draining = True
+            # under `python -m service` the server drained already (service/server.py);
+            # this covers other ASGI hosts and tests
             drained = await engine.drain(settings.graceful_shutdown_s)
             if not drained:
+                failed = await engine.abort(shutdown_reason(settings.graceful_shutdown_s))
                 log.warning(
-                    "grace period of %.0f s ended with work still queued",
+                    "grace period of %g s ended: %d unfinished requests answered 503",
                     settings.graceful_shutdown_s,
+                    failed,
                 )
             await engine.stop()
 

@@ -73,7 +73,15 @@ class Settings(BaseSettings):
         0.0, ge=0, description="extra wait for a batch to fill when the model is idle (ms)"
     )
     max_client_batch_size: int = Field(2048, ge=1, description="inputs per request")
-    max_queued_inputs: int = Field(32768, ge=1, description="inputs waiting at once; more: 429")
+    max_queued_inputs: int = Field(
+        32768, ge=1, description="inputs waiting at once (a memory guard); more: 429"
+    )
+    max_queue_wait_s: float = Field(
+        5.0,
+        gt=0,
+        description="admission bound: a request whose wait behind the queued work, plus its "
+        "own work, would exceed this at the measured throughput gets 429 (with Retry-After)",
+    )
     max_input_chars: int = Field(
         100_000, ge=1, description="characters per input, checked before tokenising"
     )
@@ -81,7 +89,10 @@ class Settings(BaseSettings):
         16 * 1024 * 1024, ge=1024, description="request body size; more: 413"
     )
     request_timeout_s: float = Field(
-        60.0, gt=0, description="a request still queued or running after this gets 503"
+        60.0,
+        gt=0,
+        description="a request still queued (none of its inputs started) after this gets 503; "
+        "a request whose own work would take longer even on an idle server gets 413",
     )
 
     # server
@@ -115,7 +126,22 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
         if self.max_batch_size > self.max_queued_inputs:
-            raise ValueError("max_batch_size must not exceed max_queued_inputs")
+            raise ValueError(
+                f"max_batch_size ({self.max_batch_size}) must not exceed max_queued_inputs "
+                f"({self.max_queued_inputs})"
+            )
+        if self.max_client_batch_size > self.max_queued_inputs:
+            raise ValueError(
+                f"max_client_batch_size ({self.max_client_batch_size}) must not exceed "
+                f"max_queued_inputs ({self.max_queued_inputs}): a request that large could "
+                "never be queued; lower max_client_batch_size or raise max_queued_inputs"
+            )
+        if self.max_queue_wait_s >= self.request_timeout_s:
+            raise ValueError(
+                f"max_queue_wait_s ({self.max_queue_wait_s:g}) must be less than "
+                f"request_timeout_s ({self.request_timeout_s:g}): requests admitted to wait "
+                "that long would time out"
+            )
         return self
 
     def model_path(self) -> str:

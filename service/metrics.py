@@ -67,10 +67,19 @@ class Metrics:
             "embed_batch_failures", "inference batches that raised", registry=r
         )
         self.timeouts = Counter(
-            "embed_request_timeouts", "requests dropped after request_timeout_s", registry=r
+            "embed_request_timeouts",
+            "requests dropped after waiting request_timeout_s without starting",
+            registry=r,
         )
         self.rejected = Counter(
-            "embed_rejected_inputs", "inputs refused because the queue was full", registry=r
+            "embed_rejected_inputs",
+            "inputs refused with 429 (queue full, or wait over max_queue_wait_s)",
+            registry=r,
+        )
+        self.throughput_estimate = Gauge(
+            "embed_throughput_estimate_tokens_per_second",
+            "moving estimate of tokens embedded per busy second, used for admission",
+            registry=r,
         )
         # Info metrics are per process (prometheus-client's multiprocess mode cannot share
         # them); each front end knows the served model, so each exposes it itself.

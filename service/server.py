@@ -1,13 +1,17 @@
 """uvicorn with a graceful drain: on SIGTERM/SIGINT the service stops accepting work
 (/health answers 503 so load balancers take it out, new embedding requests get 503),
-finishes everything it already accepted, then exits 0. A second signal forces the exit."""
+finishes what it already accepted within `graceful_shutdown_s`, answers whatever is still
+unfinished then with a JSON 503 (the route's error shape, Retry-After), and exits 0 within
+`graceful_shutdown_s + SHUTDOWN_MARGIN_S`. A second signal forces the exit."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
+import sys
 from types import FrameType
 
 import uvicorn
@@ -16,6 +20,9 @@ from fastapi import FastAPI
 from service.config import Settings
 
 log = logging.getLogger(__name__)
+FLUSH_S = 0.1  # after the drain: time for the last responses to reach their sockets
+CLOSE_S = 3  # uvicorn's wait for open connections once the drain is over
+SHUTDOWN_MARGIN_S = 5  # exit happens within graceful_shutdown_s + this (FLUSH_S + CLOSE_S + stop)
 
 
 class DrainingServer(uvicorn.Server):
@@ -48,23 +55,45 @@ class DrainingServer(uvicorn.Server):
         if engine is not None:
             drained = await engine.drain(self.grace_s)
             if not drained:
-                log.warning("grace period ended with accepted work unfinished")
-        await asyncio.sleep(0.05)  # let the last responses reach their sockets
+                failed = await engine.abort(shutdown_reason(self.grace_s))
+                log.warning(
+                    "grace period of %g s ended: %d unfinished requests answered 503",
+                    self.grace_s,
+                    failed,
+                )
+        await asyncio.sleep(FLUSH_S)
         self.should_exit = True
+
+
+def shutdown_reason(grace_s: float) -> str:
+    """The 503 message of a request cut off by shutdown."""
+    return (
+        f"the server is shutting down and its grace period (graceful_shutdown_s = {grace_s:g} "
+        "s) ended before this request finished; retry, another replica will serve it"
+    )
 
 
 def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """Run `app` until SIGTERM/SIGINT, then drain. With `sockets` (a front end of
-    `--workers N`), serve on the supervisor's listening socket and leave SIGINT to it."""
+    `--workers N`), serve on the supervisor's listening socket and leave signals to it."""
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
-        timeout_graceful_shutdown=max(int(settings.graceful_shutdown_s), 1),
+        timeout_graceful_shutdown=CLOSE_S,
     )
     server = DrainingServer(
         config, app, settings.graceful_shutdown_s, supervised=sockets is not None
     )
     server.run(sockets=sockets)
+    engine = getattr(app.state, "engine", None)
+    if engine is not None and engine.inference_running:
+        # a batch cut off by the grace period still runs in the inference thread, which
+        # the interpreter would join at exit: leave without waiting for it
+        log.warning("exiting with an abandoned batch still in the inference thread")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -10,8 +10,9 @@ when the supervisor is gone. Metrics: every
 process writes prometheus-client's multiprocess files (`PROMETHEUS_MULTIPROC_DIR`, a fresh
 temporary folder), and `/metrics` in any front end aggregates all of them. Shutdown
 (SIGTERM or SIGINT): each front end drains as a single process does (health 503, new
-requests 503, accepted requests finished), then the core stops; the supervisor exits within
-`graceful_shutdown_s` plus a few seconds, 0 when everything drained. If any child dies, the
+requests 503, accepted requests finished, what outlasts the grace answered 503), then the
+core stops; the supervisor exits within `graceful_shutdown_s` + `SHUTDOWN_MARGIN_S`, 0 when
+everything drained. If any child dies, the
 others are stopped and the supervisor exits 1 (the orchestrator restarts the pod).
 """
 
@@ -30,9 +31,10 @@ import time
 from pathlib import Path
 
 from service.config import Settings
+from service.server import SHUTDOWN_MARGIN_S
 
 log = logging.getLogger(__name__)
-STOP_MARGIN_S = 5.0  # beyond the grace: time for the last responses and process exit
+CORE_STOP_S = 2.0  # the core's share of SHUTDOWN_MARGIN_S, once the front ends are gone
 MAX_AUTO_WORKERS = 8
 
 
@@ -104,13 +106,14 @@ async def _core_main(settings: Settings, address: str, ready, stop) -> None:
     server = CoreServer(engine.core, address)
     server.bind()
     serving = asyncio.get_running_loop().create_task(server.serve())
-    await engine.core.start()
+    await engine.start()  # warm-up and the admission calibration
     ready.set()
     log.info("engine core ready on %s (%s)", address, engine.backend_info)
     while not await asyncio.to_thread(stop.wait, 0.5):
         pass
-    if not await engine.core.drain(STOP_MARGIN_S):
-        log.warning("engine core stopped with work unfinished")
+    # the front ends drained (or aborted) already: nothing the core holds is awaited now
+    if not await engine.core.drain(CORE_STOP_S / 2):
+        await engine.core.abort("server stopped")
     serving.cancel()
     await engine.core.stop()
     server.close()
@@ -215,13 +218,14 @@ class Supervisor:
 
     def _shutdown(self) -> int:
         """Front ends drain within the grace, then the core stops. 0 when all exited 0."""
-        deadline = time.monotonic() + self.settings.graceful_shutdown_s + STOP_MARGIN_S
+        budget = self.settings.graceful_shutdown_s + SHUTDOWN_MARGIN_S - CORE_STOP_S
+        deadline = time.monotonic() + budget
         for process in self.frontends:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
         codes = [self._stop(p, deadline - time.monotonic()) for p in self.frontends]
         self.core_stop.set()
-        codes.append(self._stop(self.core, STOP_MARGIN_S + 2))
+        codes.append(self._stop(self.core, CORE_STOP_S))
         return 0 if all(code == 0 for code in codes) else 1
 
     def _stop(self, process: multiprocessing.Process, timeout: float) -> int | None:

@@ -157,3 +157,31 @@ def test_dashboard_and_autoscaler_query_only_real_metrics(cache_dir):
         "requests/s",
     ):
         assert needle in titles
+
+
+def _duration_s(value: str | int) -> float:
+    text = str(value)
+    return float(text[:-1]) if text.endswith("s") else float(text)
+
+
+def test_kill_grace_outlasts_the_drain():
+    """Kubernetes and compose kill the container only after the service's own drain
+    (graceful_shutdown_s, plus its bounded exit margin, plus the preStop sleep) is over."""
+    from service.server import SHUTDOWN_MARGIN_S
+
+    default_grace = Settings.model_fields["graceful_shutdown_s"].default
+    config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
+    grace = float(config.get("EMBED_GRACEFUL_SHUTDOWN_S", default_grace))
+    pod = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    pre_stop = pod["containers"][0].get("lifecycle", {}).get("preStop", {})
+    command = pre_stop.get("exec", {}).get("command", [])
+    pre_stop_s = float(command[1]) if command[:1] == ["sleep"] else 0.0
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + grace + SHUTDOWN_MARGIN_S
+
+    embed = _compose()["services"]["embed"]
+    compose_grace = float(
+        str(embed["environment"].get("EMBED_GRACEFUL_SHUTDOWN_S", default_grace))
+        .split(":-")[-1]
+        .rstrip("}")
+    )
+    assert _duration_s(embed["stop_grace_period"]) > compose_grace + SHUTDOWN_MARGIN_S

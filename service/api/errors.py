@@ -7,7 +7,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
 from service.api.responses import JSONResponse
-from service.engine.batcher import BatchFailedError, QueueFullError, ShuttingDownError
+from service.engine.admission import QueueFullError, RequestTooLargeError
+from service.engine.batcher import BatchFailedError, ShuttingDownError
 from service.engine.engine import RequestTimeoutError, UnknownPromptError
 from service.engine.tokenizer import TextTooLongError
 
@@ -99,16 +100,26 @@ def to_api_error(exc: Exception) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, QueueFullError):
-        return ApiError(429, str(exc), code="overloaded", headers={"Retry-After": "1"})
+        return ApiError(429, str(exc), code="overloaded", headers=_retry_after(exc.retry_after_s))
+    if isinstance(exc, RequestTooLargeError):
+        return ApiError(413, str(exc), param="input", code="request_too_large")
     if isinstance(exc, TextTooLongError):
         return ApiError(413, str(exc), param="input", code="input_too_long")
     if isinstance(exc, UnknownPromptError):
         return ApiError(422, str(exc), param="prompt_name", code="unknown_prompt")
-    if isinstance(exc, (RequestTimeoutError, ShuttingDownError)):
-        return ApiError(503, str(exc), code="unavailable", headers={"Retry-After": "1"})
+    if isinstance(exc, RequestTimeoutError):
+        return ApiError(
+            503, str(exc), code="queue_timeout", headers=_retry_after(exc.retry_after_s)
+        )
+    if isinstance(exc, ShuttingDownError):
+        return ApiError(503, str(exc), code="shutting_down", headers=_retry_after(1))
     if isinstance(exc, BatchFailedError):
         return ApiError(500, str(exc), code="inference_failed")
     return ApiError(500, f"internal error: {type(exc).__name__}", code="internal_error")
+
+
+def _retry_after(seconds: int) -> dict[str, str]:
+    return {"Retry-After": str(seconds)}
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -125,6 +136,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for kind in (
         QueueFullError,
+        RequestTooLargeError,
         TextTooLongError,
         UnknownPromptError,
         RequestTimeoutError,

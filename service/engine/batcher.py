@@ -21,24 +21,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.engine.admission import (
+    AdmissionLimits,
+    QueueFullError,
+    QueueLoad,
+    ThroughputEstimator,
+    check_admission,
+)
 from service.engine.tokenizer import TokenizedText
+
+__all__ = ["Batcher", "BatchLimits", "BatchStats", "QueueFullError", "ShuttingDownError"]
 
 log = logging.getLogger(__name__)
 
 
-class QueueFullError(RuntimeError):
-    """More inputs than the queue holds: the client should retry later (429)."""
-
-    def __init__(self, queued: int, asked: int, capacity: int) -> None:
-        self.queued, self.asked, self.capacity = queued, asked, capacity
-        super().__init__(
-            f"server overloaded: {queued} inputs queued, {asked} more asked, capacity "
-            f"{capacity}; retry later"
-        )
-
-
 class ShuttingDownError(RuntimeError):
-    """The server is draining and accepts no new work (503)."""
+    """The server is draining or stopped and this request will not be served (503)."""
 
 
 class BatchFailedError(RuntimeError):
@@ -51,6 +49,7 @@ class PendingRequest:
     future: asyncio.Future
     results: list[np.ndarray | None] = field(default_factory=list)
     remaining: int = 0
+    started: bool = False  # some of its texts went into a batch: it will be finished
 
     def __post_init__(self) -> None:
         self.results = [None] * self.size
@@ -82,7 +81,9 @@ class BatchStats:
     size: int
     padded_tokens: int
     real_tokens: int
-    seconds: float
+    seconds: float  # inference call only
+    busy_seconds: float = 0.0  # since the previous batch ended or its work arrived, if later
+    saturated: bool = False  # from a backlogged or large window: shows busy throughput
 
 
 def plan_batches(items: list[WorkItem], limits: BatchLimits) -> list[list[WorkItem]]:
@@ -117,8 +118,12 @@ class Batcher:
         on_queue_depth: Callable[[int], None] | None = None,
         on_quiet: Callable[[], None] | None = None,
         quiet_after_s: float = 1.0,
+        admission: AdmissionLimits | None = None,
+        estimator: ThroughputEstimator | None = None,
     ) -> None:
         self.embed_fn, self.limits = embed_fn, limits
+        self.admission = admission or AdmissionLimits(limits.max_queued_inputs)
+        self.estimator = estimator or ThroughputEstimator()
         # called once on the event loop when no work has arrived for quiet_after_s
         self.on_quiet, self.quiet_after_s = on_quiet, quiet_after_s
         self._quiet_timer: asyncio.TimerHandle | None = None
@@ -134,6 +139,9 @@ class Batcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._queued_tokens = 0
+        self._current: list[WorkItem] = []  # the window being computed
+        self._inference_running = False
+        self._last_batch_end = 0.0
 
     # -------------------------------------------------------------- admission
 
@@ -145,12 +153,31 @@ class Batcher:
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    @property
+    def inference_running(self) -> bool:
+        """True while the inference thread is inside embed_fn (also after an abort)."""
+        return self._inference_running
+
+    def queued_seconds(self) -> float:
+        """Estimated busy seconds to embed what waits in the queue now."""
+        return self.estimator.seconds_for(self._queued_tokens)
+
     def submit(self, texts: list[TokenizedText]) -> PendingRequest:
-        """Queue a request's texts; raises QueueFullError or ShuttingDownError."""
+        """Queue a request's texts. Raises ShuttingDownError (503), and from
+        `check_admission` RequestTooLargeError (413) or QueueFullError (429)."""
         if not self._accepting:
             raise ShuttingDownError("server is shutting down; send the request elsewhere")
-        if len(self._queue) + len(texts) > self.limits.max_queued_inputs:
-            raise QueueFullError(len(self._queue), len(texts), self.limits.max_queued_inputs)
+        check_admission(
+            QueueLoad(len(self._queue), self._queued_tokens),
+            len(texts),
+            sum(t.length for t in texts),
+            self.estimator,
+            self.admission,
+        )
         request = PendingRequest(len(texts), asyncio.get_running_loop().create_future())
         now = time.monotonic()
         self._queue.extend(WorkItem(t, request, i, now) for i, t in enumerate(texts))
@@ -186,19 +213,41 @@ class Batcher:
         except asyncio.TimeoutError:
             return False
 
-    async def stop(self) -> None:
+    async def abort(self, reason: str) -> int:
+        """Stop now: the worker stops taking batches and every request not yet answered
+        (queued or in the batch being computed) fails with ShuttingDownError(reason).
+        A batch already inside the inference thread runs to its end there, unanswered.
+        Returns the number of requests failed."""
         self._accepting = False
         self._cancel_quiet_timer()
-        if self._task is not None:
+        unanswered = self._in_flight_and_queued()  # before the worker forgets its window
+        if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for item in self._queue:
-            if not item.request.finished:
-                item.request.future.set_exception(ShuttingDownError("server stopped"))
+        failed = 0
+        for request in unanswered:
+            if not request.finished:
+                request.future.set_exception(ShuttingDownError(reason))
+                failed += 1
         self._queue.clear()
         self._queued_tokens = 0
+        self._busy = False
+        self._current = []
+        self.on_queue_depth(0)
+        self._idle.set()
+        return failed
+
+    async def stop(self) -> None:
+        await self.abort("server stopped before this request was served")
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _in_flight_and_queued(self) -> list[PendingRequest]:
+        seen: dict[int, PendingRequest] = {}
+        for item in [*self._current, *self._queue]:
+            if not item.request.finished:
+                seen.setdefault(id(item.request), item.request)
+        return list(seen.values())
 
     def _update_idle(self) -> None:
         if not self._queue and not self._busy:
@@ -217,9 +266,12 @@ class Batcher:
         if not self._queue and not self._busy:
             self.on_quiet()
 
-    def _window(self) -> list[WorkItem]:
+    def _window(self) -> tuple[list[WorkItem], bool]:
         """Pop a FIFO window: at most max_batch_tokens real tokens (or one text) and
-        max_batch_size texts, skipping texts of requests already answered."""
+        max_batch_size texts, skipping texts of requests already answered. Marks its
+        requests started. Also returns whether the window is *saturated*: work was left
+        behind, or it is large (max_batch_size texts or half the token budget), so its
+        batches measure the throughput the server has when busy."""
         window: list[WorkItem] = []
         tokens = 0
         while self._queue and len(window) < self.limits.max_batch_size:
@@ -231,10 +283,16 @@ class Batcher:
             if window and tokens + item.text.length > self.limits.max_batch_tokens:
                 break
             window.append(self._queue.popleft())
+            item.request.started = True
             self._queued_tokens -= item.text.length
             tokens += item.text.length
         self.on_queue_depth(len(self._queue))
-        return window
+        saturated = (
+            bool(self._queue)
+            or len(window) >= self.limits.max_batch_size
+            or 2 * tokens >= self.limits.max_batch_tokens
+        )
+        return window, saturated
 
     def _window_is_full(self) -> bool:
         if len(self._queue) >= self.limits.max_batch_size:
@@ -263,23 +321,41 @@ class Batcher:
             await self._wait_for_work()
             self._busy = True
             try:
-                for batch in plan_batches(self._window(), self.limits):
+                window, saturated = self._window()
+                self._current = window
+                # work was ready from its oldest text's arrival (or the previous batch's end)
+                ready_at = min((it.enqueued for it in window), default=time.monotonic())
+                for batch in plan_batches(window, self.limits):
                     live = [it for it in batch if not it.request.finished]
                     if live:
-                        await self._run_batch(loop, live)
+                        await self._run_batch(loop, live, saturated, ready_at)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the worker must outlive any bug in one round
                 log.exception("batcher round failed")
             finally:
+                self._current = []
                 self._busy = False
                 self._update_idle()
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[WorkItem]) -> None:
-        texts = [it.text for it in batch]
-        started = time.perf_counter()
+    def _embed_in_thread(self, texts: list[TokenizedText]) -> np.ndarray:
+        self._inference_running = True
         try:
-            vectors = await loop.run_in_executor(self._executor, self.embed_fn, texts)
+            return self.embed_fn(texts)
+        finally:
+            self._inference_running = False
+
+    async def _run_batch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[WorkItem],
+        saturated: bool,
+        ready_at: float,
+    ) -> None:
+        texts = [it.text for it in batch]
+        started = time.monotonic()
+        try:
+            vectors = await loop.run_in_executor(self._executor, self._embed_in_thread, texts)
         except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
             log.exception("inference failed for a batch of %d inputs", len(batch))
             self.on_failure(exc)
@@ -288,15 +364,22 @@ class Batcher:
                 if not item.request.finished:
                     item.request.future.set_exception(error)
             return
-        longest = max(t.length for t in texts)
-        self.on_batch(
-            BatchStats(
-                len(texts),
-                longest * len(texts),
-                sum(t.length for t in texts),
-                time.perf_counter() - started,
-            )
+        ended = time.monotonic()
+        # busy time includes the gap since the previous batch (result hand-out, the event
+        # loop's other work): under load that gap is part of what each batch costs
+        busy = ended - max(self._last_batch_end, ready_at)
+        self._last_batch_end = ended
+        stats = BatchStats(
+            len(texts),
+            max(t.length for t in texts) * len(texts),
+            sum(t.length for t in texts),
+            ended - started,
+            busy,
+            saturated,
         )
+        if saturated:
+            self.estimator.observe(stats.real_tokens, busy)
+        self.on_batch(stats)
         for item, vector in zip(batch, vectors):
             request = item.request
             if request.finished:

@@ -22,6 +22,10 @@ __all__ = ["EmbeddingEngine", "Embeddings", "RequestTimeoutError", "UnknownPromp
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
+# start-up throughput measurement: one batch of short texts (their per-text overhead makes
+# them the slowest per token), within the batch limits
+CALIBRATION_TEXT_TOKENS = 16
+CALIBRATION_MAX_TEXTS = 64
 
 
 class UnknownPromptError(ValueError):
@@ -100,6 +104,11 @@ class EmbeddingEngine:
         return self.core.backend_info
 
     @property
+    def inference_running(self) -> bool:
+        """A batch still runs in this process's inference thread."""
+        return self.core.inference_running
+
+    @property
     def model_name(self) -> str:
         """--served-model-name, else the hub id or folder name the model was given by."""
         if self.settings.served_model_name:
@@ -115,6 +124,7 @@ class EmbeddingEngine:
         """Start the core and prove the model runs (health turns 200 after this)."""
         await self.core.start()
         await self.embed(["warm-up"], truncate=True)
+        await self.core.calibrate(self.calibration_texts())
         self.ready = True
         log.info(
             "model %s ready: dim %d, max %d tokens, pooling %s, normalize %s, %s",
@@ -126,9 +136,26 @@ class EmbeddingEngine:
             self.backend_info,
         )
 
+    def calibration_texts(self) -> list[TokenizedText]:
+        """One batch of synthetic short texts, within the batch limits, for the core's
+        start-up throughput measurement."""
+        length = min(CALIBRATION_TEXT_TOKENS, self.tokenizer.max_length)
+        count = min(
+            CALIBRATION_MAX_TEXTS,
+            self.settings.max_batch_size,
+            self.settings.max_batch_tokens // length,
+        )
+        text = self.tokenizer.encode(["calibration " * length], truncate=True)[0]
+        return [text] * max(1, count)
+
     async def drain(self, timeout: float) -> bool:
         self.ready = False
         return await self.core.drain(timeout)
+
+    async def abort(self, reason: str) -> int:
+        """Fail every request not yet answered with ShuttingDownError(reason) (503)."""
+        self.ready = False
+        return await self.core.abort(reason)
 
     async def stop(self) -> None:
         self.ready = False

@@ -29,6 +29,7 @@ import zmq
 import zmq.asyncio
 
 from service.backends.base import BackendInfo
+from service.engine.batcher import ShuttingDownError
 from service.engine.core import InprocCore
 from service.engine.tokenizer import TokenizedText
 
@@ -66,6 +67,7 @@ class RemoteCore:
         self.address, self.hello_timeout_s = address, hello_timeout_s
         self.reply_timeout_s = reply_timeout_s  # a safety net: the core answers its own timeouts
         self.backend_info = BackendInfo("remote", "unknown", "unknown", "unknown")
+        self.inference_running = False  # inference runs in the core process
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
         self._context: zmq.asyncio.Context | None = None
@@ -141,6 +143,20 @@ class RemoteCore:
                 headers=error["headers"],
             )
         return np.frombuffer(body, dtype=np.float32).reshape(header["rows"], header["dim"])
+
+    async def calibrate(self, texts: list[TokenizedText]) -> None:
+        """Nothing to do: the core process calibrated itself when it started."""
+        return None
+
+    async def abort(self, reason: str) -> int:
+        """Answer every request still waiting on the core with ShuttingDownError(reason)
+        (503) and tell the core to drop them. The number of requests aborted."""
+        aborted = [(i, f) for i, f in self._pending.items() if not f.done()]
+        for request_id, future in aborted:
+            future.set_exception(ShuttingDownError(reason))
+            with contextlib.suppress(zmq.ZMQError):
+                await self._socket.send(msgpack.packb({"op": "cancel", "id": request_id}))
+        return len(aborted)
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every request this process sent is answered. True if drained."""

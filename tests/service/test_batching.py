@@ -68,9 +68,8 @@ async def test_concurrent_requests_get_their_own_vectors_in_order(
 
 
 async def test_full_queue_answers_429_with_retry_after(cache_dir, recording_backend):
-    settings = Settings(
-        _env_file=None, cache_dir=cache_dir, max_queued_inputs=4, max_batch_size=2, max_wait_ms=0
-    )
+    settings = Settings(_env_file=None, cache_dir=cache_dir, max_queued_inputs=4,
+                        max_client_batch_size=4, max_batch_size=2, max_wait_ms=0)  # fmt: skip
     async with async_running(settings, recording_backend) as client:
         recording_backend.gate.clear()  # inference blocks: the queue fills up
         recording_backend.entered.clear()
@@ -110,22 +109,28 @@ async def test_failing_batch_fails_only_its_requests(cache_dir, recording_backen
     assert health.status_code == 200
 
 
-async def test_request_timeout_is_503_and_frees_the_queue(cache_dir, recording_backend):
-    settings = Settings(
-        _env_file=None, cache_dir=cache_dir, request_timeout_s=0.3, max_batch_size=1, max_wait_ms=0
-    )
+async def test_request_timeout_bounds_waiting_not_working(cache_dir, recording_backend):
+    """The request already in inference outlives request_timeout_s and is answered 200;
+    the two still queued after request_timeout_s get a truthful 503 and leave the queue."""
+    settings = Settings(_env_file=None, cache_dir=cache_dir, request_timeout_s=0.3,
+                        max_queue_wait_s=0.2, max_batch_size=1, max_wait_ms=0)  # fmt: skip
     async with async_running(settings, recording_backend) as client:
         recording_backend.gate.clear()
-        responses = await asyncio.gather(
-            *(client.post("/embed", json={"inputs": [f"text {i}"]}) for i in range(3))
-        )
-        engine = client.app.state.engine
-        depth = engine.core.batcher.queue_depth
+        pending = [
+            asyncio.create_task(client.post("/embed", json={"inputs": [f"text {i}"]}))
+            for i in range(3)
+        ]
+        await asyncio.sleep(1.0)  # well past request_timeout_s; the first is still running
+        depth = client.app.state.engine.core.batcher.queue_depth
         recording_backend.gate.set()
-        await asyncio.sleep(0.1)
+        responses = await asyncio.gather(*pending)
         after = await client.post("/embed", json={"inputs": ["back to normal"]})
-    assert all(r.status_code == 503 for r in responses)
-    assert "within 0.3 s" in responses[0].json()["error"]
+    assert sorted(r.status_code for r in responses) == [200, 503, 503]
+    timed_out = [r for r in responses if r.status_code == 503]
+    message = timed_out[0].json()["error"]
+    assert "waited 0.3 s in the queue without starting" in message
+    assert "overloaded" not in message
+    assert int(timed_out[0].headers["retry-after"]) >= 1
     assert depth == 0
     assert after.status_code == 200
 

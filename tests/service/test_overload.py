@@ -16,7 +16,8 @@ CAPACITY = 64
 
 async def test_burst_of_ten_times_capacity(cache_dir):
     settings = Settings(_env_file=None, cache_dir=cache_dir, max_queued_inputs=CAPACITY,
-                        max_batch_size=16, max_wait_ms=2)  # fmt: skip
+                        max_client_batch_size=CAPACITY, max_batch_size=16,
+                        max_wait_ms=2)  # fmt: skip
     async with async_running(settings) as client:
         await client.post("/embed", json={"inputs": ["warm up"] * 16})
         rss_before = psutil.Process().memory_info().rss

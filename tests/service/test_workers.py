@@ -76,7 +76,8 @@ def test_errors_from_the_core_keep_each_route_shape(workers_server):
 
 def test_sigterm_drains_every_front_end_then_exits_zero(cache_dir):
     texts = ["a fairly long sentence about embeddings and retrieval systems " * 6] * 64
-    with server_process(cache_dir, "--workers", "2", EMBED_GRACEFUL_SHUTDOWN_S="60") as (
+    limits = {"EMBED_MAX_QUEUE_WAIT_S": "100", "EMBED_REQUEST_TIMEOUT_S": "120"}
+    with server_process(cache_dir, "--workers", "2", EMBED_GRACEFUL_SHUTDOWN_S="60", **limits) as (
         proc,
         url,
     ):
