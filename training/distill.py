@@ -259,7 +259,9 @@ def run(args: argparse.Namespace) -> Path:
     log.info("device %s, precision %s, teacher %s", device, precision, teacher_id)
 
     # Data first: a bad file or language fails before any model is loaded.
-    train = data_mod.read_sources(args.train, languages, args.max_pairs_per_language)
+    train = data_mod.read_sources(
+        args.train, languages, args.max_pairs_per_language, seed=args.seed
+    )
     dev = data_mod.read_sources(args.dev, languages, 500, split="dev") if args.dev else None
     log.info("training pairs by language: %s (%d skipped)", dict(train.languages()), train.skipped)
     resume_from = latest_valid_checkpoint(output / CHECKPOINT_DIR) if args.resume else None
