@@ -150,14 +150,32 @@ def fit_projection(
     dense: models.Dense,
     texts: list[str],
     targets: np.ndarray,
-    ridge: float = 1e-2,
+    groups: list[str],
+    ridge: float | str = "auto",
+    heldout_share: float = 0.2,
+    seed: int = 42,
     batch_size: int = 128,
-) -> None:
-    """Initialise `dense` in closed form so that projection(pool(student(text))) ~ target."""
+):
+    """Initialise `dense` in closed form so that projection(pool(student(text))) ~ target,
+    fitted on a random training share and checked on a held-out share of English
+    sentences (`groups`: the English sentence of each text). Returns the
+    `training.projection.ProjectionFit`; a poor fit is reported there, not raised."""
+    from training.projection import fit_checked
+
     pooled = pooled_model(model).encode(
         texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True
     )
-    w, b = fit_linear_map(pooled, targets, ridge)
-    set_projection(dense, w, b)
-    residual = np.mean((pooled @ w + b - targets) ** 2)
-    log.info("projection fitted on %d sentences: mean squared residual %.5f", len(texts), residual)
+    fit = fit_checked(pooled, targets, groups, ridge=ridge, heldout_share=heldout_share, seed=seed)
+    set_projection(dense, fit.w, fit.b)
+    log.info(
+        "projection fitted on %d sentences (%d held out): ridge %g, MSE train %.5f / held-out "
+        "%.5f, held-out R^2 %.3f, held-out translation retrieval %.1f %%",
+        fit.n_train,
+        fit.n_heldout,
+        fit.ridge,
+        fit.train_mse,
+        fit.heldout_mse,
+        fit.heldout_r2,
+        fit.heldout_retrieval,
+    )
+    return fit
