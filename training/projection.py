@@ -136,6 +136,18 @@ def retrieval_percent(
     return float(np.mean(best == truth) * 100.0)
 
 
+def r2_and_retrieval(
+    w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, groups: list[str]
+) -> tuple[float, float]:
+    """(R^2, retrieval %) of the map (w, b) on rows x -> y (groups: English of each row)."""
+    predicted = np.asarray(x, dtype=np.float64) @ w + b
+    y = np.asarray(y, dtype=np.float64)
+    variance = float(np.mean((y - y.mean(axis=0)) ** 2))
+    error = float(np.mean((predicted - y) ** 2))
+    r2 = 1.0 - error / variance if variance > 0 else float("-inf")
+    return r2, retrieval_percent(predicted, y, groups)
+
+
 def fit_checked(
     x: np.ndarray,
     y: np.ndarray,
