@@ -222,7 +222,7 @@ def build_dataset(samples, targets_by_english):
 
 
 def prepare_student(
-    args, teacher, teacher_id: str, device: str, fit_texts, fit_targets, fit_groups
+    args, teacher, teacher_id: str, device: str, fit_texts, fit_targets, fit_groups, dev=None
 ):
     """The student, its projection (None without one) and the projection's held-out check
     (None without one). Stops (SystemExit) on a poor fit unless --allow-poor-projection."""
@@ -251,6 +251,7 @@ def prepare_student(
             ridge=args.projection_ridge,
             heldout_share=args.projection_heldout,
             seed=args.seed,
+            dev=dev,
         )
         if fit.poor and not args.allow_poor_projection:
             raise SystemExit(poor_fit_message(fit))
@@ -324,9 +325,17 @@ def run(args: argparse.Namespace) -> Path:
     fit_texts = [text for text, _ in samples]
     fit_targets = np.stack([targets[e] for _, e in samples])
     fit_groups = [e for _, e in samples]
+    dev_check = None
+    if dev:
+        dev_pairs = dev.training_samples(include_english=False)
+        dev_check = (
+            [text for text, _ in dev_pairs],
+            np.stack([targets[e] for _, e in dev_pairs]) if dev_pairs else None,
+            [e for _, e in dev_pairs],
+        )
 
     model, dense, fit = prepare_student(
-        args, teacher, teacher_id, device, fit_texts, fit_targets, fit_groups
+        args, teacher, teacher_id, device, fit_texts, fit_targets, fit_groups, dev_check
     )
     data_dir = resolve_data_dir(args.data)
     dev_triples = dev.triples if dev else None

@@ -51,6 +51,8 @@ class ProjectionFit:
     n_heldout: int
     heldout_mse_by_ridge: dict[float, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    dev_r2: float | None = None  # on `--dev` pairs, when given: another sample entirely
+    dev_retrieval: float | None = None
 
     @property
     def poor(self) -> bool:
@@ -69,6 +71,10 @@ class ProjectionFit:
             "heldout_mse_by_ridge": {
                 str(k): round(v, 6) for k, v in self.heldout_mse_by_ridge.items()
             },
+            "dev_r2": None if self.dev_r2 is None else round(self.dev_r2, 4),
+            "dev_retrieval_percent": None
+            if self.dev_retrieval is None
+            else round(self.dev_retrieval, 1),
             "problems": list(self.problems),
         }
 
@@ -196,6 +202,27 @@ def fit_checked(
         heldout_mse_by_ridge=by_ridge,
         problems=problems,
     )
+
+
+def check_on_dev(
+    fit: ProjectionFit,
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: list[str],
+    min_r2: float = MIN_HELDOUT_R2,
+    min_retrieval: float = MIN_HELDOUT_RETRIEVAL,
+) -> None:
+    """Also measure the fit on separate dev pairs (x: student vectors of the translations,
+    y: teacher vectors of their English sentences). A held-out share of a narrow sample
+    (one genre) looks as narrow as its training share; a dev set drawn elsewhere shows that
+    the map fails on other text. Adds to `fit.problems` in place."""
+    fit.dev_r2, fit.dev_retrieval = r2_and_retrieval(fit.w, fit.b, x, y, groups)
+    if fit.dev_r2 < min_r2:
+        fit.problems.append(f"R^2 on the dev pairs {fit.dev_r2:.2f} < {min_r2}")
+    if fit.dev_retrieval < min_retrieval:
+        fit.problems.append(
+            f"translation retrieval on the dev pairs {fit.dev_retrieval:.1f} % < {min_retrieval} %"
+        )
 
 
 def poor_fit_message(fit: ProjectionFit) -> str:

@@ -202,12 +202,20 @@ def test_poor_projection_stops_the_run_unless_allowed(tiny_tsv, tmp_path):
     run(
         parse_args(
             tiny_args(
-                tiny_tsv, output, *args, "--allow-poor-projection", "--max-pairs-per-language", "12"
+                tiny_tsv,
+                output,
+                *args,
+                "--allow-poor-projection",
+                "--max-pairs-per-language",
+                "12",
+                "--dev",
+                str(tiny_tsv),
             )
         )
     )
     info = json.loads((output / "eval" / "run.json").read_text())
     assert info["languages"] == {"de": 12}
+    assert info["projection_fit"]["dev_r2"] is not None  # also checked on the --dev pairs
     card = (output / "README.md").read_text()
     assert "12 pairs per language, drawn at random (seed 42)" in card
     assert "Projection check" in card and "POOR: held-out" in card

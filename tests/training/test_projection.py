@@ -7,6 +7,7 @@ import pytest
 
 from training.projection import (
     RidgePath,
+    check_on_dev,
     fit_checked,
     grouped_split,
     mse,
@@ -77,3 +78,21 @@ def test_split_keeps_a_sentence_and_its_translations_together():
     assert not {groups[i] for i in train} & {groups[i] for i in heldout}
     with pytest.raises(ValueError, match="two distinct"):
         grouped_split(["a", "a"])
+
+
+def test_one_genre_passes_its_own_held_out_share_but_fails_on_dev_pairs():
+    """Training inputs that vary in few directions (one genre, e.g. image captions): the
+    held-out share of the same sample looks fine; separate dev pairs show the failure."""
+    rng = np.random.default_rng(5)
+    w_true = rng.normal(size=(32, 16)) / np.sqrt(32)
+    x = np.zeros((400, 32))
+    x[:, :8] = rng.normal(size=(400, 8))
+    y = x @ w_true + 0.02 * rng.normal(size=(400, 16))
+    fit = fit_checked(x, y, [str(i) for i in range(400)])
+    assert not fit.poor and fit.heldout_r2 > 0.9
+    x_dev = rng.normal(size=(300, 32))
+    y_dev = x_dev @ w_true
+    check_on_dev(fit, x_dev, y_dev, [str(i) for i in range(300)])
+    assert fit.poor and fit.dev_r2 < 0.35
+    assert any("dev pairs" in p for p in fit.problems)
+    assert fit.summary()["dev_r2"] == round(fit.dev_r2, 4)
