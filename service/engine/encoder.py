@@ -32,14 +32,25 @@ class SentenceEncoder:
     def __init__(self, spec: ModelSpec, backend: Backend, pad_id: int) -> None:
         self.spec, self.backend, self.pad_id = spec, backend, pad_id
 
-    def embed(self, items: list[TokenizedText]) -> np.ndarray:
-        """float32 [len(items), dimension], before normalisation."""
+    def embed(self, items: list[TokenizedText]) -> np.ndarray | list[np.ndarray]:
+        """float32 [len(items), dimension], before normalisation. When some items ask for
+        `token_level` output, a list instead: their rows are the transformer's unpadded
+        token embeddings [item.length, hidden] (no pooling, no Dense), the others' rows
+        their sentence vectors [dimension]."""
         ids, mask, types = pad_batch(items, self.pad_id)
         tokens = self.backend.forward(ids, mask, types)
         vectors = pool(tokens, mask, self.spec.pooling)
         for layer in self.spec.dense:
             vectors = layer(vectors)
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not any(item.token_level for item in items):
+            return vectors
+        return [
+            np.array(tokens[row, : item.length], dtype=np.float32)  # a copy, not a view
+            if item.token_level
+            else vectors[row]
+            for row, item in enumerate(items)
+        ]
 
 
 def postprocess(vectors: np.ndarray, normalize: bool, dimensions: int | None = None) -> np.ndarray:
