@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 PIP_FLAGS ?= --disable-pip-version-check -q
 
-.PHONY: install serve test lint format distill student clean lock audit
+.PHONY: install serve test lint format distill student corpus clean lock audit
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ format: $(STAMP)
 
 student: $(STAMP)
 	$(BIN)/python -m training.students.e5_offline --output models/e5-small-offline
+
+# parallel corpus from Debian packages (apt-get download, no install): docs/corpus.md
+CORPUS_LANGUAGES ?= de,es,fr,it,nl,pl,pt,ru,zh,ja,tr
+corpus: $(STAMP)
+	$(BIN)/python -m training.corpus build --languages $(CORPUS_LANGUAGES) --output corpus $(ARGS)
 
 distill: $(STAMP)
 	$(BIN)/python -m training.distill --train ../shared/data --dev ../shared/data \

@@ -23,7 +23,22 @@ from service.metrics import Metrics
 from service.server import shutdown_reason
 
 log = logging.getLogger(__name__)
-ROUTES = {"/embed", "/similarity", "/v1/embeddings", "/health", "/info", "/metrics"}
+ROUTES = {
+    "/",
+    "/embed",
+    "/embed_all",
+    "/similarity",
+    "/tokenize",
+    "/decode",
+    "/rerank",
+    "/predict",
+    "/embed_sparse",
+    "/v1/embeddings",
+    "/v1/models",
+    "/health",
+    "/info",
+    "/metrics",
+}
 
 
 def create_app(

@@ -95,6 +95,10 @@ def run_core(settings: Settings, address: str, ready, stop) -> None:
         signal.signal(sig, signal.SIG_IGN)
     exit_with_parent()
     asyncio.run(_core_main(settings, address, ready, stop))
+    # Everything the core owns is closed by now; interpreter teardown (torch, ONNX Runtime
+    # and module finalisers) took seconds on a busy 2-core host, past CORE_STOP_S.
+    logging.shutdown()
+    os._exit(0)
 
 
 async def _core_main(settings: Settings, address: str, ready, stop) -> None:
@@ -117,6 +121,7 @@ async def _core_main(settings: Settings, address: str, ready, stop) -> None:
     serving.cancel()
     await engine.core.stop()
     server.close()
+    log.info("engine core stopped")
 
 
 def run_frontend(settings: Settings, address: str, listener: socket.socket) -> None:

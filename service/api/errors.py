@@ -21,6 +21,7 @@ TEI_TYPES = {
     413: "Validation",
     415: "Validation",
     422: "Validation",
+    424: "Backend",  # TEI: a route this model type does not serve
     429: "Overloaded",
     500: "Backend",
     503: "Unhealthy",

@@ -1,4 +1,5 @@
-"""OpenAI-compatible route: POST /v1/embeddings (errors in OpenAI's shape)."""
+"""OpenAI-compatible routes: POST /v1/embeddings, GET /v1/models[/{model}] (errors in
+OpenAI's shape)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import numpy as np
 from fastapi import APIRouter, Depends
 
 from service.api.deps import get_engine, require_api_key
-from service.api.errors import to_api_error
+from service.api.errors import ApiError, to_api_error
 from service.api.responses import JSONResponse
 from service.api.schemas import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIError,
+    OpenAIModel,
+    OpenAIModelList,
     as_list,
     check_dimensions,
     error_responses,
@@ -50,7 +53,7 @@ async def create_embeddings(
         raise to_api_error(exc) from exc
     normalize = engine.spec.normalize or body.dimensions is not None
     vectors = postprocess(result.vectors, normalize, body.dimensions)
-    if body.encoding_format == "base64":
+    if body.encoding_format == "base64":  # null and "float": floats
         data = [
             {"object": "embedding", "index": i, "embedding": encode_base64(v)}
             for i, v in enumerate(vectors)
@@ -66,3 +69,35 @@ async def create_embeddings(
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
+
+
+OWNER = "polyglot-embed"
+
+
+def served_model(engine: EmbeddingEngine) -> OpenAIModel:
+    """The one model this process serves, as OpenAI describes a model."""
+    return OpenAIModel(
+        id=engine.model_name, created=int(engine.spec.path.stat().st_mtime), owned_by=OWNER
+    )
+
+
+@router.get("/v1/models", response_model=OpenAIModelList, responses=error_responses(OpenAIError))
+async def list_models(engine: EmbeddingEngine = Depends(get_engine)):
+    """OpenAI's model list: the served model (its `--served-model-name`, else its id)."""
+    return OpenAIModelList(data=[served_model(engine)])
+
+
+@router.get(
+    "/v1/models/{model:path}", response_model=OpenAIModel, responses=error_responses(OpenAIError)
+)
+async def retrieve_model(model: str, engine: EmbeddingEngine = Depends(get_engine)):
+    """The served model by its id; 404 for any other id."""
+    served = served_model(engine)
+    if model != served.id:
+        raise ApiError(
+            404,
+            f"The model '{model}' does not exist: this server serves '{served.id}'",
+            param="model",
+            code="model_not_found",
+        )
+    return served

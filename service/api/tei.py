@@ -1,24 +1,32 @@
-"""TEI-compatible routes: POST /embed and POST /similarity."""
+"""TEI-compatible routes: /embed (and `POST /`), /similarity, /embed_all, /tokenize,
+/decode; and /rerank, /predict, /embed_sparse answering 424 as TEI does for an embedding
+model."""
 
 from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import get_engine, require_api_key
-from service.api.errors import to_api_error
+from service.api.errors import ApiError, to_api_error
 from service.api.responses import JSONResponse
 from service.api.schemas import (
+    DecodeRequest,
+    EmbedAllRequest,
     EmbedRequest,
     SimilarityRequest,
+    SimpleToken,
     TEIError,
+    TokenizeRequest,
     as_list,
     check_dimensions,
     error_responses,
     validate_inputs,
 )
 from service.engine.encoder import postprocess
-from service.engine.engine import EmbeddingEngine
+from service.engine.engine import EmbeddingEngine, Embeddings
+from service.engine.tokenizer import UnknownTokenIdError
 
 router = APIRouter(tags=["TEI"], dependencies=[Depends(require_api_key)])
 ERRORS = error_responses(TEIError)
@@ -27,29 +35,65 @@ ERRORS = error_responses(TEIError)
 async def embed_texts(
     engine: EmbeddingEngine,
     texts: list[str],
-    truncate: bool,
-    direction: str,
+    truncate: bool | None,
+    direction: str | None,
     prompt_name: str | None,
-):
+    token_level: bool = False,
+) -> Embeddings:
+    """The engine's vectors; null options take their defaults (truncate, from the right)."""
+    truncate = True if truncate is None else truncate
+    direction = (direction or "right").lower()
     try:
-        return await engine.embed(texts, truncate, direction.lower(), prompt_name)
+        return await engine.embed(texts, truncate, direction, prompt_name, token_level=token_level)
     except Exception as exc:  # mapped to a clear HTTP error
         raise to_api_error(exc) from exc
+
+
+def request_texts(engine: EmbeddingEngine, inputs: str | list[str]) -> list[str]:
+    settings = engine.settings
+    return validate_inputs(
+        as_list(inputs), settings.max_client_batch_size, settings.max_input_chars, "inputs"
+    )
 
 
 @router.post("/embed", response_model=list[list[float]], responses=ERRORS)
 async def embed(body: EmbedRequest, engine: EmbeddingEngine = Depends(get_engine)):
     """Embed one text or a list of texts: `[[float, ...], ...]`, one row per input."""
-    settings = engine.settings
-    texts = validate_inputs(
-        as_list(body.inputs), settings.max_client_batch_size, settings.max_input_chars, "inputs"
-    )
+    texts = request_texts(engine, body.inputs)
     check_dimensions(body.dimensions, engine.spec.dimension)
     result = await embed_texts(
         engine, texts, body.truncate, body.truncation_direction, body.prompt_name
     )
     normalize = engine.spec.normalize if body.normalize is None else body.normalize
     return JSONResponse(postprocess(result.vectors, normalize, body.dimensions))
+
+
+# TEI serves `POST /` as /embed for an embedding model; huggingface_hub's InferenceClient
+# posts feature_extraction there when given the server's base URL.
+router.add_api_route(
+    "/",
+    embed,
+    methods=["POST"],
+    response_model=list[list[float]],
+    responses=ERRORS,
+    summary="Embed (TEI's alias of /embed)",
+)
+
+
+@router.post("/embed_all", response_model=list[list[list[float]]], responses=ERRORS)
+async def embed_all(body: EmbedAllRequest, engine: EmbeddingEngine = Depends(get_engine)):
+    """Per-token embeddings, no pooling and no normalisation: `[[[float, ...], ...], ...]`,
+    per input one row per token (special tokens included, after truncation)."""
+    texts = request_texts(engine, body.inputs)
+    result = await embed_texts(
+        engine,
+        texts,
+        body.truncate,
+        body.truncation_direction,
+        body.prompt_name,
+        token_level=True,
+    )
+    return JSONResponse(result.vectors)
 
 
 @router.post("/similarity", response_model=list[float], responses=ERRORS)
@@ -75,3 +119,80 @@ async def similarity(body: SimilarityRequest, engine: EmbeddingEngine = Depends(
     vectors = postprocess(result.vectors, normalize=True)
     scores = vectors[1:] @ vectors[0]
     return JSONResponse(np.asarray(scores, dtype=np.float32))
+
+
+@router.post("/tokenize", response_model=list[list[SimpleToken]], responses=ERRORS)
+async def tokenize(body: TokenizeRequest, engine: EmbeddingEngine = Depends(get_engine)):
+    """The model's tokens of each input, untruncated: per input `[{id, text, special,
+    start, stop}, ...]` (`start`/`stop`: UTF-8 byte offsets; null for special tokens)."""
+    texts = request_texts(engine, body.inputs)
+    add_special = True if body.add_special_tokens is None else body.add_special_tokens
+    try:
+        tokens = await engine.token_strings(texts, add_special, body.prompt_name)
+    except Exception as exc:
+        raise to_api_error(exc) from exc
+    return JSONResponse(tokens)
+
+
+@router.post("/decode", response_model=list[str], responses=ERRORS)
+async def decode(body: DecodeRequest, engine: EmbeddingEngine = Depends(get_engine)):
+    """Token ids back to text: one string per list of ids."""
+    limit = engine.settings.max_client_batch_size
+    if len(body.ids) > limit:
+        raise ApiError(
+            413,
+            f"ids: {len(body.ids)} sequences in one request, more than the limit of {limit} "
+            "(max_client_batch_size); split the request",
+            param="ids",
+        )
+    skip = True if body.skip_special_tokens is None else body.skip_special_tokens
+    try:
+        texts = await run_in_threadpool(engine.tokenizer.decode, body.ids, skip)
+    except UnknownTokenIdError as exc:
+        raise ApiError(422, str(exc), param="ids") from exc
+    return JSONResponse(texts)
+
+
+# route -> (TEI's message for an embedding model, what the route needs, what to use here)
+NOT_THIS_MODEL = {
+    "/rerank": (
+        "model is not a re-ranker model",
+        "a re-ranker (sequence-classification) model",
+        "to score texts against a query with this model, use POST /similarity",
+    ),
+    "/predict": (
+        "model is not a classifier model",
+        "a sequence-classification model",
+        "for embeddings use POST /embed",
+    ),
+    "/embed_sparse": (
+        "model is not an embedding model with SPLADE pooling",
+        "a sparse (SPLADE) model",
+        "for dense vectors use POST /embed",
+    ),
+}
+
+
+def _not_this_model(path: str):
+    tei_message, needs, instead = NOT_THIS_MODEL[path]
+
+    async def refuse():
+        raise ApiError(
+            424,
+            f"{tei_message}: this server serves a dense embedding model and {path} needs "
+            f"{needs}; {instead}",
+        )
+
+    refuse.__doc__ = f"Always 424 here, as TEI answers {path} for an embedding model."
+    return refuse
+
+
+for _path in NOT_THIS_MODEL:
+    router.add_api_route(
+        _path,
+        _not_this_model(_path),
+        methods=["POST"],
+        status_code=424,
+        responses={424: {"model": TEIError, "description": "this model is an embedding model"}},
+        summary=f"{_path} (not available: embedding model)",
+    )

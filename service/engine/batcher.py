@@ -106,6 +106,12 @@ def plan_batches(items: list[WorkItem], limits: BatchLimits) -> list[list[WorkIt
     return batches
 
 
+def gather(results: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """One request's outputs in its own order: sentence vectors stacked [n, dimension];
+    per-token outputs ([length_i, hidden], lengths differ) kept as a list."""
+    return np.stack(results) if results[0].ndim == 1 else list(results)
+
+
 class Batcher:
     """The queue, the worker task and the inference thread."""
 
@@ -387,4 +393,4 @@ class Batcher:
             request.results[item.index] = vector
             request.remaining -= 1
             if request.remaining == 0:
-                request.future.set_result(np.stack(request.results))
+                request.future.set_result(gather(request.results))

@@ -33,10 +33,22 @@ class SentenceEncoder:
         self.spec, self.backend, self.pad_id = spec, backend, pad_id
         self.head = PoolingHead(spec.pooling, spec.dense)
 
-    def embed(self, items: list[TokenizedText]) -> np.ndarray:
-        """float32 [len(items), dimension], before normalisation."""
+    def embed(self, items: list[TokenizedText]) -> np.ndarray | list[np.ndarray]:
+        """float32 [len(items), dimension], before normalisation. When some items ask for
+        `token_level` output, a list instead: their rows are the transformer's unpadded
+        token embeddings [item.length, hidden] (no pooling, no Dense), the others' rows
+        their sentence vectors [dimension]."""
         ids, mask, types = pad_batch(items, self.pad_id)
-        return self.backend.embed(ids, mask, types, self.head)
+        if not any(item.token_level for item in items):
+            return self.backend.embed(ids, mask, types, self.head)
+        tokens = self.backend.forward(ids, mask, types)
+        vectors = np.ascontiguousarray(self.head(tokens, mask), dtype=np.float32)
+        return [
+            np.array(tokens[row, : item.length], dtype=np.float32)  # a copy, not a view
+            if item.token_level
+            else vectors[row]
+            for row, item in enumerate(items)
+        ]
 
 
 def postprocess(vectors: np.ndarray, normalize: bool, dimensions: int | None = None) -> np.ndarray:

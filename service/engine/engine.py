@@ -4,7 +4,7 @@ loop) -> engine core (batcher -> raw vectors, per-request timeout and cancellati
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,9 @@ class UnknownPromptError(ValueError):
 
 @dataclass(frozen=True)
 class Embeddings:
-    vectors: np.ndarray  # float32 [n, dimension], not yet normalised
+    # float32 [n, dimension], not yet normalised; with token_level, a list of n
+    # float32 [tokens_i, hidden] arrays (the transformer's output, unpadded)
+    vectors: np.ndarray | list[np.ndarray]
     token_counts: list[int]
 
 
@@ -184,17 +186,31 @@ class EmbeddingEngine:
         truncate: bool = True,
         direction: str = "right",
         prompt_name: str | None = None,
+        token_level: bool = False,
     ) -> Embeddings:
-        """Raw vectors for `texts`, batched with every other request in flight."""
+        """Raw vectors for `texts`, batched with every other request in flight;
+        `token_level`: per-token embeddings instead (TEI's /embed_all), same batches."""
         prompt = self.prompt_for(prompt_name)
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
             # small requests: a thread hop costs more than tokenising (tens of microseconds)
             tokens = self.tokenize(texts, truncate, direction, prompt)
         else:
             tokens = await run_in_threadpool(self.tokenize, texts, truncate, direction, prompt)
+        if token_level:
+            tokens = [replace(t, token_level=True) for t in tokens]
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
         return Embeddings(await self.core.embed_tokens(tokens), counts)
+
+    async def token_strings(
+        self, texts: list[str], add_special_tokens: bool = True, prompt_name: str | None = None
+    ) -> list[list[dict]]:
+        """TEI's /tokenize: every token of each (prompted) text, untruncated."""
+        prompt = self.prompt_for(prompt_name)
+        texts = [prompt + text for text in texts] if prompt else texts
+        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+            return self.tokenizer.tokens(texts, add_special_tokens)
+        return await run_in_threadpool(self.tokenizer.tokens, texts, add_special_tokens)
 
 
 def load_model(settings: Settings) -> tuple[ModelSpec, ModelTokenizer]:

@@ -4,10 +4,12 @@ batches across all of them.
 
 Wire format (ZeroMQ DEALER in each front end -> ROUTER in the core, on an `ipc://` socket):
 
-    request  [msgpack {"op": "embed", "id": n, "ids": [[int]], "types": [[int]] | null}]
+    request  [msgpack {"op": "embed", "id": n, "ids": [[int]], "types": [[int]] | null,
+                       "token_level": bool}]
              [msgpack {"op": "hello", "id": n}]      -> backend info, once at start
              [msgpack {"op": "cancel", "id": n}]     -> the client went away; no reply
-    reply    [msgpack {"id": n, "ok": true, "rows": r, "dim": d}] [float32 r*d bytes, C order]
+    reply    [msgpack {"id": n, "ok": true, "rows": r, "dim": d, "lengths": [int] | null}]
+             [float32 r*d bytes, C order; token-level: rows of all texts, split by lengths]
              [msgpack {"id": n, "ok": false, "error": {status, message, param, code, headers}}]
 
 Token ids travel as msgpack integer lists (packed in C, no pickling of Python objects);
@@ -48,13 +50,34 @@ def pack_tokens(request_id: int, tokens: list[TokenizedText]) -> bytes:
             "id": request_id,
             "ids": [t.ids for t in tokens],
             "types": types if any(any(row) for row in types) else None,
+            "token_level": any(t.token_level for t in tokens),  # one request: all or none
         }
     )
 
 
 def unpack_tokens(message: dict) -> list[TokenizedText]:
     types = message["types"] or [[0] * len(ids) for ids in message["ids"]]
-    return [TokenizedText(ids, t, len(ids)) for ids, t in zip(message["ids"], types)]
+    level = message["token_level"]
+    return [TokenizedText(ids, t, len(ids), level) for ids, t in zip(message["ids"], types)]
+
+
+def pack_result(request_id: int, result: np.ndarray | list[np.ndarray]) -> tuple[dict, bytes]:
+    """Sentence vectors [rows, dim], or per-token rows (a list of [length_i, hidden]) sent
+    as one [sum of lengths, hidden] block with the lengths in the header."""
+    lengths = None
+    if isinstance(result, list):
+        lengths = [len(rows) for rows in result]
+        result = np.concatenate(result)
+    block = np.ascontiguousarray(result, dtype=np.float32)
+    header = {"id": request_id, "ok": True, "rows": block.shape[0], "dim": block.shape[1]}
+    return {**header, "lengths": lengths}, memoryview(block).cast("B")
+
+
+def unpack_result(header: dict, body: bytes) -> np.ndarray | list[np.ndarray]:
+    block = np.frombuffer(body, dtype=np.float32).reshape(header["rows"], header["dim"])
+    if header.get("lengths") is None:
+        return block
+    return np.split(block, np.cumsum(header["lengths"])[:-1])
 
 
 class RemoteCore:
@@ -116,9 +139,9 @@ class RemoteCore:
             if future is not None and not future.done():
                 future.set_result((header, frames[1] if len(frames) > 1 else None))
 
-    async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray:
-        """Vectors from the core: float32 [len(tokens), dim]. Raises the core's error as an
-        `ApiError` with its HTTP status."""
+    async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray | list[np.ndarray]:
+        """Vectors from the core: float32 [len(tokens), dim] (token-level requests: a list
+        of [length_i, hidden]). Raises the core's error as an `ApiError` with its status."""
         from service.api.errors import ApiError
 
         try:
@@ -142,7 +165,7 @@ class RemoteCore:
                 code=error["code"],
                 headers=error["headers"],
             )
-        return np.frombuffer(body, dtype=np.float32).reshape(header["rows"], header["dim"])
+        return unpack_result(header, body)
 
     async def calibrate(self, texts: list[TokenizedText]) -> None:
         """Nothing to do: the core process calibrated itself when it started."""
@@ -225,10 +248,7 @@ class CoreServer:
                 "status": error.status, "message": error.message, "param": error.param,
                 "code": error.code, "headers": error.headers}})  # fmt: skip
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        rows, dim = vectors.shape
-        header = {"id": message["id"], "ok": True, "rows": rows, "dim": dim}
-        await self._send(identity, header, memoryview(vectors).cast("B"))
+        await self._send(identity, *pack_result(message["id"], vectors))
 
     async def _send(self, identity: bytes, header: dict, body=None) -> None:
         frames = [identity, msgpack.packb(header)] + ([body] if body is not None else [])

@@ -15,6 +15,7 @@ class TokenizedText:
     ids: list[int]
     type_ids: list[int]
     full_length: int  # tokens before truncation (special tokens included)
+    token_level: bool = False  # the encoder returns one vector per token, not a pooled one
 
     @property
     def length(self) -> int:
@@ -77,3 +78,57 @@ class ModelTokenizer:
             for index, enc in zip(clipped_indices, clipped):
                 out[index] = TokenizedText(enc.ids, enc.type_ids, out[index].full_length)
         return out
+
+    @property
+    def vocab_size(self) -> int:
+        return self._full.get_vocab_size(with_added_tokens=True)
+
+    def tokens(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict]]:
+        """TEI's `/tokenize` answer: per text, `{id, text, special, start, stop}` for every
+        token, untruncated. `start`/`stop` are UTF-8 byte offsets (as TEI, which is Rust,
+        reports them); special tokens have none and carry their own text."""
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        encodings = self._full.encode_batch(texts, add_special_tokens=add_special_tokens)
+        return [_simple_tokens(text, enc) for text, enc in zip(texts, encodings)]
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool = True) -> list[str]:
+        """Token ids back to text; an id outside the vocabulary raises UnknownTokenIdError."""
+        size = self.vocab_size
+        for row, sequence in enumerate(ids):
+            for column, token_id in enumerate(sequence):
+                if token_id >= size:
+                    raise UnknownTokenIdError(row, column, token_id, size)
+        return self._full.decode_batch(ids, skip_special_tokens=skip_special_tokens)
+
+
+class UnknownTokenIdError(ValueError):
+    def __init__(self, row: int, column: int, token_id: int, size: int) -> None:
+        super().__init__(
+            f"ids[{row}][{column}] = {token_id} is not a token id of this model "
+            f"(vocabulary of {size}: ids 0 to {size - 1})"
+        )
+
+
+def _simple_tokens(text: str, encoding) -> list[dict]:
+    byte_at = _byte_offsets(text)
+    tokens = []
+    for token_id, token, (start, stop), special in zip(
+        encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask
+    ):
+        if special:
+            tokens.append({"id": token_id, "text": token, "special": True, "start": None,
+                           "stop": None})  # fmt: skip
+        else:
+            tokens.append({"id": token_id, "text": text[start:stop], "special": False,
+                           "start": byte_at[start], "stop": byte_at[stop]})  # fmt: skip
+    return tokens
+
+
+def _byte_offsets(text: str) -> list[int]:
+    """byte_at[i] = UTF-8 length of text[:i], for i in 0..len(text)."""
+    offsets, total = [0], 0
+    for char in text:
+        total += len(char.encode("utf-8"))
+        offsets.append(total)
+    return offsets

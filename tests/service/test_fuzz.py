@@ -39,11 +39,14 @@ def _operations(schema):
 def test_schema_has_every_route(live_schema):
     schema, _ = live_schema
     paths = {op.path for op in _operations(schema)}
-    assert {"/embed", "/similarity", "/v1/embeddings", "/health", "/info", "/metrics"} <= paths
+    assert set(PATHS) <= paths
 
 
-@pytest.mark.parametrize("path", ["/embed", "/similarity", "/v1/embeddings", "/health", "/info",
-                                  "/metrics"])  # fmt: skip
+PATHS = ["/embed", "/similarity", "/v1/embeddings", "/health", "/info", "/metrics", "/",
+         "/embed_all", "/tokenize", "/decode", "/rerank", "/v1/models"]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_operation_conforms_and_never_fails(live_schema, path):
     schema, url = live_schema
     operation = next(op for op in _operations(schema) if op.path == path)

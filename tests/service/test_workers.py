@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import signal
 import time
+from dataclasses import replace
 
 import httpx
 import numpy as np
@@ -74,6 +75,20 @@ def test_errors_from_the_core_keep_each_route_shape(workers_server):
     assert oai.status_code == 400 and oai.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_token_level_routes_through_the_core(workers_server):
+    """/embed_all's per-token rows cross the process boundary unpadded, in order."""
+    _, url = workers_server
+    texts = ["a short one", "a somewhat longer sentence with more tokens in it"]
+    tokens = httpx.post(f"{url}/tokenize", json={"inputs": texts}).json()
+    rows = httpx.post(f"{url}/embed_all", json={"inputs": texts}).json()
+    pooled = np.asarray(
+        httpx.post(f"{url}/embed", json={"inputs": texts, "normalize": False}).json()
+    )
+    assert [len(r) for r in rows] == [len(t) for t in tokens]
+    for row, vector in zip(rows, pooled):
+        np.testing.assert_allclose(np.mean(row, axis=0), vector, atol=1e-4)
+
+
 def test_sigterm_drains_every_front_end_then_exits_zero(cache_dir):
     texts = ["a fairly long sentence about embeddings and retrieval systems " * 6] * 64
     limits = {"EMBED_MAX_QUEUE_WAIT_S": "100", "EMBED_REQUEST_TIMEOUT_S": "120"}
@@ -126,6 +141,8 @@ class StandInCore:
             except asyncio.CancelledError:
                 self.cancelled.set()
                 raise
+        if tokens[0].token_level:
+            return [np.full((len(t.ids), 2), t.ids[0], np.float32) for t in tokens]
         return np.array([[t.ids[0], len(t.ids), sum(t.type_ids)] for t in tokens], np.float32)
 
 
@@ -141,6 +158,8 @@ async def test_ipc_round_trip_errors_and_cancellation(tmp_path):
         tokens = [TokenizedText([7, 8, 9], [0, 1, 1], 3), TokenizedText([5], [0], 1)]
         vectors = await remote.embed_tokens(tokens)
         assert vectors.tolist() == [[7, 3, 2], [5, 1, 0]]
+        per_token = await remote.embed_tokens([replace(t, token_level=True) for t in tokens])
+        assert [rows.tolist() for rows in per_token] == [[[7, 7]] * 3, [[5, 5]]]
         with pytest.raises(ApiError) as raised:
             await remote.embed_tokens([TokenizedText([429], [0], 1)])
         assert raised.value.status == 429 and "Retry-After" in raised.value.headers

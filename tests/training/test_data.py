@@ -90,3 +90,43 @@ def test_cap_per_language(tmp_path):
     root = _stsb(tmp_path, ["en", "de"], rows=5)
     corpus = read_sources([str(root)], ["de"], max_per_language=3)
     assert corpus.languages() == {"de": 3}
+
+
+def test_utf8_bom_is_not_part_of_the_first_sentence(tmp_path):
+    path = tmp_path / "bom-en-de.tsv"
+    path.write_bytes("\ufeffHello world\tHallo Welt\nGood night\tGute Nacht\n".encode())
+    assert read_parallel_tsv(path).triples[0] == ("Hello world", "Hallo Welt", "de")
+    gz = tmp_path / "bom.en-de.tsv.gz"
+    with gzip.open(gz, "wb") as handle:
+        handle.write("\ufeffHello world\tHallo Welt\n".encode())
+    assert read_parallel_tsv(gz).triples == [("Hello world", "Hallo Welt", "de")]
+
+
+def test_cap_samples_at_random_not_the_head(tmp_path):
+    """A file ordered by genre must not give only its first genre (issue 17, 1b)."""
+    path = tmp_path / "ordered-en-de.tsv"
+    lines = [f"caption number {i}\tBildunterschrift {i}" for i in range(500)]
+    lines += [f"news item number {i}\tNachricht {i}" for i in range(500)]
+    path.write_text("\n".join(lines) + "\n")
+    capped = read_sources([str(path)], [], max_per_language=100, seed=1)
+    english = [e for e, _, _ in capped.triples]
+    assert len(english) == 100
+    news = sum(e.startswith("news") for e in english)
+    assert 30 < news < 70  # both halves of the file, not its first 100 rows
+    again = read_sources([str(path)], [], max_per_language=100, seed=1)
+    assert again.triples == capped.triples  # seeded: reproducible
+    other = read_sources([str(path)], [], max_per_language=100, seed=2)
+    assert other.triples != capped.triples
+
+
+def test_folder_of_tsv_files_reads_the_asked_languages_and_split(tmp_path):
+    for split, rows in (("train", 3), ("dev", 1)):
+        (tmp_path / split).mkdir()
+        for lang in ("de", "fr"):
+            with gzip.open(tmp_path / split / f"corpus.en-{lang}.tsv.gz", "wt") as handle:
+                handle.writelines(f"English {i}\t{lang} {i}\n" for i in range(rows))
+    corpus = read_parallel(tmp_path, ["de"])
+    assert corpus.languages() == {"de": 3}
+    assert read_parallel(tmp_path, ["de", "fr"], split="dev").languages() == {"de": 1, "fr": 1}
+    with pytest.raises(DataError, match=r"no TSV file for language\(s\) it.*found: de, fr"):
+        read_parallel(tmp_path, ["it"])

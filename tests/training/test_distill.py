@@ -53,7 +53,15 @@ def test_training_lowers_the_loss(trained, bundled_model):
 
 def test_output_has_model_card_and_logs(trained):
     card = (trained / "README.md").read_text()
-    for needle in ("Teacher:", "Wall time", "tiny-en-de.tsv", "| lr | 0.0001 |", "Reproduce"):
+    for needle in (
+        "Teacher:",
+        "Wall time",
+        "tiny-en-de.tsv",
+        "| lr | 0.0001 |",
+        "Reproduce",
+        "sampling: all pairs",
+        "Projection: none",
+    ):
         assert needle in card
     assert (trained / "train.log").read_text().count("sentences_per_second") >= 1
 
@@ -182,3 +190,42 @@ def _dense_student(tmp_path):
     path = tmp_path / "student-64"
     model.save(str(path))
     return path
+
+
+def test_poor_projection_stops_the_run_unless_allowed(tiny_tsv, tmp_path):
+    """16 pairs cannot fit a 384 x 384 map: the held-out check says so, before training."""
+    output = tmp_path / "poor"
+    args = ["--projection", "lstsq", "--max-steps", "1"]
+    with pytest.raises(SystemExit, match="too little or too narrow parallel data"):
+        run(parse_args(tiny_args(tiny_tsv, output, *args)))
+    assert not (output / "checkpoints").exists()
+    run(
+        parse_args(
+            tiny_args(
+                tiny_tsv,
+                output,
+                *args,
+                "--allow-poor-projection",
+                "--max-pairs-per-language",
+                "12",
+                "--dev",
+                str(tiny_tsv),
+            )
+        )
+    )
+    info = json.loads((output / "eval" / "run.json").read_text())
+    assert info["languages"] == {"de": 12}
+    assert info["projection_fit"]["dev_r2"] is not None  # also checked on the --dev pairs
+    card = (output / "README.md").read_text()
+    assert "12 pairs per language, drawn at random (seed 42)" in card
+    assert "Projection check" in card and "POOR: held-out" in card
+    assert info["projection_fit"]["problems"] and info["train_steps"] == 1
+    assert info["projection_fit"]["ridge"] in {1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0}
+
+
+def test_ridge_flag_takes_auto_or_a_positive_number(tiny_tsv, tmp_path):
+    base = ["--train", str(tiny_tsv), "--output", str(tmp_path)]
+    assert parse_args(base).projection_ridge == "auto"
+    assert parse_args([*base, "--projection-ridge", "1e-3"]).projection_ridge == 1e-3
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--projection-ridge", "-1"])

@@ -67,7 +67,8 @@ def test_projection_lowers_the_starting_mse(bundled_model):
     targets = teacher.encode(texts)
     dense = insert_projection(student, 384)
     before = np.mean((student.encode(texts) - targets) ** 2)
-    fit_projection(student, dense, texts, targets, ridge=1e-2)
+    fit = fit_projection(student, dense, texts, targets, texts, ridge=1e-2)
+    assert fit.ridge == 1e-2 and fit.n_heldout > 0
     after = np.mean((student.encode(texts) - targets) ** 2)
     assert after < before / 2
     assert [type(m).__name__ for m in student] == ["Transformer", "Pooling", "Dense", "Normalize"]
