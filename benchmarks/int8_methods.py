@@ -1,0 +1,82 @@
+"""int8 methods compared on one model: batch invariance, parity to fp32, STS, speed.
+
+    python -m benchmarks.int8_methods --model FOLDER --data ../shared/data [--seconds 2]
+
+FOLDER needs `onnx/model.onnx` (fp32). Writes the int8 files next to it and prints one row
+a method: the minimum cosine of a text's vector alone vs inside batches of other texts
+(short, long, padded), mean/min cosine to fp32 (over the sample and every STS test
+sentence), Spearman x100 on stsb-multi-mt test (en-en and en-de, all rows) and sentences/s
+at batch 1 and 32 through the service's own path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from service.variants import SAMPLE, VariantEncoder, batch_invariance, cosine_stats
+from training.export_report import throughput
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--methods", default="fp32,dynamic,per_token,per_token_sym,static")
+    args = parser.parse_args(argv)
+    from service.int8 import quantize_per_token
+    from training.evaluate import cosine_rows, load_sts, spearman_x100
+    from training.quantize import quantize_static_qdq
+
+    onnx_dir = args.model / "onnx"
+    fp32 = onnx_dir / "model.onnx"
+    files = {"fp32": fp32}
+    methods = args.methods.split(",")
+    if "dynamic" in methods:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        files["dynamic"] = onnx_dir / "model_qint8_dynamic.onnx"
+        quantize_dynamic(str(fp32), str(files["dynamic"]), weight_type=QuantType.QInt8)
+    if "per_token" in methods:
+        files["per_token"] = quantize_per_token(fp32, onnx_dir / "model_qint8_pertoken.onnx")
+    if "per_token_sym" in methods:
+        target = onnx_dir / "model_qint8_pertoken_sym.onnx"
+        files["per_token_sym"] = quantize_per_token(fp32, target, asymmetric=False)
+    if "static" in methods:
+        s1, s2, _ = load_sts(args.data, "en", split="train", limit=150)
+        d1, _, _ = load_sts(args.data, "de", split="train", limit=150)
+        calib = s1 + s2 + d1 + SAMPLE
+        files["static"] = quantize_static_qdq(
+            args.model, fp32, onnx_dir / "model_qint8_static.onnx", calib
+        )
+    en1, en2, gold = load_sts(args.data, "en")
+    _, de2, _ = load_sts(args.data, "de")
+    texts = SAMPLE + en1 + en2 + de2
+    reference = None
+    rows = {}
+    for method in methods:
+        encoder = VariantEncoder(args.model, files[method])
+        vectors = encoder.encode(texts)
+        if reference is None:
+            reference = vectors
+        mean, minimum = cosine_stats(vectors, reference)
+        a, b, c = np.split(vectors[len(SAMPLE) :], 3)
+        rows[method] = {
+            "invariance_min_cosine": batch_invariance(encoder),
+            "mean_cos_fp32": mean,
+            "min_cos_fp32": minimum,
+            "sts_en_en": spearman_x100(cosine_rows(a, b), gold),
+            "sts_en_de": spearman_x100(cosine_rows(a, c), gold),
+            "sent_s_b1": throughput(encoder, SAMPLE, 1, args.seconds),
+            "sent_s_b32": throughput(encoder, SAMPLE, 32, args.seconds),
+            "size_mb": round(files[method].stat().st_size / 2**20, 1),
+        }
+        print(method, json.dumps({k: round(v, 6) for k, v in rows[method].items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
