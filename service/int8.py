@@ -71,14 +71,17 @@ def _row_quantize_nodes(helper, TensorProto, x: str, k: int, p: str, c: str, asy
     return nodes, p + "xq", p + "zp", p + "xscale"
 
 
-def quantize_per_token(source: Path, target: Path, asymmetric: bool = True) -> Path:
+def quantize_per_token(
+    source: Path, target: Path, asymmetric: bool = True, keep_fp32: tuple[str, ...] = ()
+) -> Path:
     """Rewrite every constant-weight MatMul of `source` into per-token int8 (module doc).
 
     Shapes: activation [..., K] x weight [K, N] -> [..., N], as the MatMul it replaces.
     y = (MatMulInteger(xq, wq) - zero_point x colsum(wq)) x row_scale x column_scale, where
     the zero-point correction is exact integer arithmetic. `asymmetric`: each row's
     [min, max] maps onto 0..255 (measured closer to fp32 than symmetric, which maps
-    [-max|x|, max|x|] with zero point 128). The source's metadata (its fingerprint) is kept.
+    [-max|x|, max|x|] with zero point 128). MatMuls whose node name contains one of
+    `keep_fp32` stay fp32. The source's metadata (its fingerprint) is kept.
     Raises ValueError when the graph has no such MatMul, or its opset is below 18."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -100,7 +103,8 @@ def quantize_per_token(source: Path, target: Path, asymmetric: bool = True) -> P
         for name, value in constants.items()
     ] + [numpy_helper.from_array(np.array([-1], np.int64), c + "axes")]
     for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in weights:
+        kept_fp32 = any(part in node.name for part in keep_fp32)
+        if node.op_type != "MatMul" or node.input[1] not in weights or kept_fp32:
             new_nodes.append(node)
             continue
         w = weights[node.input[1]].astype(np.float32)
