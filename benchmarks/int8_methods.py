@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--methods", default="fp32,dynamic,per_token,per_token_sym,static")
+    parser.add_argument(
+        "--methods", default="fp32,dynamic,per_token,per_token_all,per_token_sym,static"
+    )
     args = parser.parse_args(argv)
     from service.int8 import quantize_per_token
     from training.evaluate import cosine_rows, load_sts, spearman_x100
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         quantize_dynamic(str(fp32), str(files["dynamic"]), weight_type=QuantType.QInt8)
     if "per_token" in methods:
         files["per_token"] = quantize_per_token(fp32, onnx_dir / "model_qint8_pertoken.onnx")
+    if "per_token_all" in methods:  # every MatMul in int8, none kept fp32
+        target = onnx_dir / "model_qint8_pertoken_all.onnx"
+        files["per_token_all"] = quantize_per_token(fp32, target, keep_fp32=())
     if "per_token_sym" in methods:
         target = onnx_dir / "model_qint8_pertoken_sym.onnx"
         files["per_token_sym"] = quantize_per_token(fp32, target, asymmetric=False)
