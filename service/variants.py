@@ -164,7 +164,9 @@ def _stale_names(folder: Path, fingerprint: str) -> list[str]:
     return sorted(p.name for p in folder.glob("*.onnx") if not artifacts.is_fresh(p, fingerprint))
 
 
-def fresh_fp32_dir(model_dir: Path, transformer_dir: Path, cache_root: Path, fingerprint: str):
+def fresh_fp32_dir(
+    model_dir: Path, transformer_dir: Path, cache_root: Path, fingerprint: str
+) -> Path:
     """The folder holding a `model.onnx` exported from the current source: the model's
     onnx/, else the cache; exported (once) when neither holds one. Stale files found on
     the way are logged and left unserved."""
@@ -212,20 +214,24 @@ def _fastest(candidates: list[tuple[Path, dict]]) -> tuple[Path, dict]:
     return candidates[0]
 
 
-def build_per_token_int8(model_dir: Path, fp32_dir: Path, fingerprint: str) -> dict:
-    """Build `model_qint8_pertoken.onnx` beside the fp32 file, check it against fp32 and
-    record its row in report.json. Returns the row (its `passed` says whether to serve)."""
+def build_per_token_int8(
+    model_dir: Path, fp32_dir: Path, target_dir: Path, fingerprint: str
+) -> dict:
+    """Build `target_dir/model_qint8_pertoken.onnx` from the fp32 file, check it against
+    fp32 and record its row in target_dir/report.json. Returns the row (its `passed` says
+    whether to serve it)."""
     from service.int8 import quantize_per_token
 
     started = time.perf_counter()
-    target = fp32_dir / PER_TOKEN_INT8_FILE
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / PER_TOKEN_INT8_FILE
     quantize_per_token(fp32_dir / FP32_FILE, target)
     fp32 = VariantEncoder(model_dir, fp32_dir / FP32_FILE)
     reference = fp32.encode(SAMPLE)
     fp32.close()
     row = check_variant(model_dir, target, reference, "cpu")
     row["reference"] = FP32_FILE
-    artifacts.merge_report(fp32_dir, {PER_TOKEN_INT8_FILE: row}, fingerprint)
+    artifacts.merge_report(target_dir, {PER_TOKEN_INT8_FILE: row}, fingerprint)
     log.info(
         "built %s in %.1f s: min cosine to fp32 %.5f, batch invariance %.7f, %s",
         target, time.perf_counter() - started, row["min_cosine"], row["batch_invariance"],
@@ -235,17 +241,24 @@ def build_per_token_int8(model_dir: Path, fp32_dir: Path, fingerprint: str) -> d
 
 
 def choose_variant(
-    model_dir: Path, fp32_dir: Path, fingerprint: str, device: str, build: bool = True
+    model_dir: Path,
+    fp32_dir: Path,
+    fingerprint: str,
+    device: str,
+    cache_root: Path | None = None,
 ) -> Selection:
     """`auto`: the fastest fresh variant that passed parity and invariance for `device`
-    (cpu or cuda), building the per-token int8 file on CPU when none is there."""
-    folders = list(dict.fromkeys([model_dir / ONNX_SUBDIR, fp32_dir]))
+    (cpu or cuda). On CPU with none there and a `cache_root`, the per-token int8 file is
+    built (into the model's onnx/ when writable, else the cache) and checked first."""
+    cached = artifacts.cache_dir_for(model_dir, cache_root, fingerprint) if cache_root else None
+    folders = list(dict.fromkeys(f for f in (model_dir / ONNX_SUBDIR, fp32_dir, cached) if f))
     names = CUDA_PREFERENCE if device == "cuda" else CPU_PREFERENCE
     candidates = [c for folder in folders for c in _passing(folder, fingerprint, names)]
-    if not candidates and device == "cpu" and build:
-        row = build_per_token_int8(model_dir, fp32_dir, fingerprint)
+    if not candidates and device == "cpu" and cache_root is not None:
+        target_dir = artifacts.export_target(model_dir, cache_root, fingerprint)
+        row = build_per_token_int8(model_dir, fp32_dir, target_dir, fingerprint)
         if row["passed"]:
-            candidates = [(fp32_dir / PER_TOKEN_INT8_FILE, row)]
+            candidates = [(target_dir / PER_TOKEN_INT8_FILE, row)]
         else:
             return Selection(
                 fp32_dir / FP32_FILE,
@@ -304,4 +317,4 @@ def prepare_onnx(
     fp32_dir = fresh_fp32_dir(Path(model_dir), Path(transformer_dir), Path(cache_root), fingerprint)
     if requested != "auto":
         return named_variant(Path(model_dir), fp32_dir, requested, fingerprint)
-    return choose_variant(Path(model_dir), fp32_dir, fingerprint, device)
+    return choose_variant(Path(model_dir), fp32_dir, fingerprint, device, Path(cache_root))

@@ -104,7 +104,7 @@ def _folder(tmp_path, files: dict[str, str | None], rows: dict[str, dict]):
 def test_auto_serves_only_fresh_variants_that_passed_parity_and_invariance(tmp_path):
     int8 = artifacts.PER_TOKEN_INT8_FILE
     model, onnx_dir = _folder(tmp_path, {"model.onnx": FP, int8: FP}, {int8: report_row()})
-    chosen = choose_variant(model, onnx_dir, FP, "cpu", build=False)
+    chosen = choose_variant(model, onnx_dir, FP, "cpu")
     assert chosen.file.name == int8 and "batch invariance" in chosen.reason
     # failed invariance, failed parity, or stale file: fp32
     for row, stamp in (
@@ -115,7 +115,7 @@ def test_auto_serves_only_fresh_variants_that_passed_parity_and_invariance(tmp_p
         model, onnx_dir = _folder(
             tmp_path / str(id(row)), {"model.onnx": FP, int8: stamp}, {int8: row}
         )
-        chosen = choose_variant(model, onnx_dir, FP, "cpu", build=False)
+        chosen = choose_variant(model, onnx_dir, FP, "cpu")
         assert chosen.file.name == "model.onnx", row
         assert chosen.reason.startswith("fp32")
 
@@ -127,7 +127,7 @@ def test_auto_prefers_the_fastest_measured_variant(tmp_path):
         {"model.onnx": FP, a: FP, b: FP},
         {a: report_row(speed=100), b: report_row(speed=200)},
     )
-    assert choose_variant(model, onnx_dir, FP, "cpu", build=False).file.name == b
+    assert choose_variant(model, onnx_dir, FP, "cpu").file.name == b
 
 
 def test_named_stale_file_fails_with_the_rebuild_command(tmp_path):
