@@ -318,3 +318,20 @@ def prepare_onnx(
     if requested != "auto":
         return named_variant(Path(model_dir), fp32_dir, requested, fingerprint)
     return choose_variant(Path(model_dir), fp32_dir, fingerprint, device, Path(cache_root))
+
+
+def prebuild(model_dir: Path) -> Path:
+    """Export fp32 and build + check the per-token int8 file inside `model_dir/onnx`, even
+    when the folder counts as read-only for the service (site-packages): for image builds,
+    so that containers start without exporting. Returns the int8 file (or fp32 if it failed).
+    """
+    model_dir = Path(model_dir)
+    from service.engine.model_spec import load_model_spec
+
+    transformer = load_model_spec(model_dir).transformer_path
+    fingerprint = artifacts.source_fingerprint(transformer)
+    onnx_dir = model_dir / ONNX_SUBDIR
+    if not artifacts.is_fresh(onnx_dir / FP32_FILE, fingerprint):
+        artifacts.export_fp32(transformer, onnx_dir, fingerprint)
+    row = build_per_token_int8(model_dir, onnx_dir, onnx_dir, fingerprint)
+    return onnx_dir / (PER_TOKEN_INT8_FILE if row["passed"] else FP32_FILE)

@@ -222,3 +222,16 @@ def test_changed_weights_saved_into_the_same_folder_are_served(
     assert cosine_stats(got, expected)[1] >= 0.99
     fresh = artifacts.source_fingerprint(folder)
     assert artifacts.read_fingerprint(folder / "onnx" / "model.onnx") == fresh
+
+
+def test_prebuild_puts_the_checked_int8_file_inside_the_model_folder(
+    bundled_model, onnx_file, tmp_path
+):
+    from service.variants import prebuild
+
+    folder = shutil.copytree(bundled_model, tmp_path / "image-model")
+    (folder / "onnx").mkdir(exist_ok=True)
+    shutil.copy(onnx_file, folder / "onnx" / "model.onnx")  # fresh: no second export
+    assert prebuild(folder) == folder / "onnx" / artifacts.PER_TOKEN_INT8_FILE
+    rows = artifacts.report_variants(folder / "onnx", artifacts.source_fingerprint(folder))
+    assert rows[artifacts.PER_TOKEN_INT8_FILE]["passed"] is True
