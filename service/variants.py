@@ -256,14 +256,21 @@ def choose_variant(
     candidates = [c for folder in folders for c in _passing(folder, fingerprint, names)]
     if not candidates and device == "cpu" and cache_root is not None:
         target_dir = artifacts.export_target(model_dir, cache_root, fingerprint)
-        row = build_per_token_int8(model_dir, fp32_dir, target_dir, fingerprint)
-        if row["passed"]:
+        row = artifacts.report_variants(target_dir, fingerprint).get(PER_TOKEN_INT8_FILE)
+        built = row and artifacts.is_fresh(target_dir / PER_TOKEN_INT8_FILE, fingerprint)
+        if not built:  # a file that failed its check for these weights is not rebuilt
+            try:
+                row = build_per_token_int8(model_dir, fp32_dir, target_dir, fingerprint)
+            except Exception as exc:  # noqa: BLE001 - an old onnxruntime, an odd graph: fp32
+                log.warning("per-token int8 build failed, serving fp32: %s", exc)
+                row = {"passed": False, "bar": f"build failed: {exc}"}
+        if row.get("passed") is True:
             candidates = [(target_dir / PER_TOKEN_INT8_FILE, row)]
         else:
             return Selection(
                 fp32_dir / FP32_FILE,
-                f"fp32: the per-token int8 build failed its check ({row['bar']}: min cosine "
-                f"{row['min_cosine']}, invariance {row['batch_invariance']})",
+                f"fp32: the per-token int8 file failed its check ({row.get('bar')}: min "
+                f"cosine {row.get('min_cosine')}, invariance {row.get('batch_invariance')})",
             )
     if not candidates:
         return Selection(

@@ -120,6 +120,13 @@ def test_auto_serves_only_fresh_variants_that_passed_parity_and_invariance(tmp_p
         assert chosen.reason.startswith("fp32")
 
 
+def test_a_per_token_file_that_failed_its_check_is_not_rebuilt_each_start(tmp_path):
+    int8 = artifacts.PER_TOKEN_INT8_FILE
+    model, onnx_dir = _folder(tmp_path, {"model.onnx": FP, int8: FP}, {int8: report_row(False)})
+    chosen = choose_variant(model, onnx_dir, FP, "cpu", cache_root=tmp_path / "cache")
+    assert chosen.file.name == "model.onnx" and "failed its check" in chosen.reason
+
+
 def test_auto_prefers_the_fastest_measured_variant(tmp_path):
     a, b = artifacts.PER_TOKEN_INT8_FILE, artifacts.STATIC_INT8_FILE
     model, onnx_dir = _folder(
