@@ -127,6 +127,14 @@ def test_a_per_token_file_that_failed_its_check_is_not_rebuilt_each_start(tmp_pa
     assert chosen.file.name == "model.onnx" and "failed its check" in chosen.reason
 
 
+def test_a_failed_int8_build_serves_fp32(tmp_path, caplog):
+    model, onnx_dir = _folder(tmp_path, {"model.onnx": FP}, {})  # no MatMul to quantise
+    with caplog.at_level(logging.WARNING):
+        chosen = choose_variant(model, onnx_dir, FP, "cpu", cache_root=tmp_path / "cache")
+    assert chosen.file.name == "model.onnx" and "build failed" in chosen.reason
+    assert "serving fp32" in caplog.text
+
+
 def test_auto_prefers_the_fastest_measured_variant(tmp_path):
     a, b = artifacts.PER_TOKEN_INT8_FILE, artifacts.STATIC_INT8_FILE
     model, onnx_dir = _folder(
