@@ -23,6 +23,12 @@ from service.backends.onnx import OnnxBackend
 from service.config import Settings
 from service.variants import fresh_fp32_dir
 
+# Service tests serve fp32 (`model.onnx`, equal to the torch model's vectors within 1e-4) so
+# they can compare with SentenceTransformer.encode exactly; what `auto` serves by default (the
+# per-token int8 file) is tested in test_variants.py, which asks for onnx_file="auto".
+os.environ.setdefault("EMBED_ONNX_FILE", "model.onnx")
+AUTO = {"onnx_file": "auto"}
+
 SENTENCES = [
     "A man is playing a guitar.",
     "Der Hund spielt im Garten.",

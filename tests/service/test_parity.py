@@ -19,11 +19,8 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", ["onnx", "torch"])
 def test_default_model_matches_sentence_transformers(backend, st_model, cache_dir):
-    """fp32 exactly (the int8 default is held to its own bars in test_variants.py)."""
     expected = st_model.encode(SENTENCES, convert_to_numpy=True)
-    settings = Settings(
-        _env_file=None, cache_dir=cache_dir, backend=backend, onnx_file="model.onnx"
-    )
+    settings = Settings(_env_file=None, cache_dir=cache_dir, backend=backend)
     with running(settings) as client:
         got = np.asarray(client.post("/embed", json={"inputs": SENTENCES}).json())
     assert got.shape == expected.shape
@@ -54,13 +51,7 @@ def test_cls_unnormalised_model_matches_exactly(bundled_model, tmp_path, cache_d
     expected = SentenceTransformer(str(folder), device="cpu").encode(SENTENCES)
     assert not np.allclose(np.linalg.norm(expected, axis=1), 1.0)  # really unnormalised
     for backend in ("onnx", "torch"):
-        settings = Settings(
-            _env_file=None,
-            cache_dir=cache_dir,
-            model=str(folder),
-            backend=backend,
-            onnx_file="model.onnx",
-        )
+        settings = Settings(_env_file=None, cache_dir=cache_dir, model=str(folder), backend=backend)
         with running(settings) as client:
             got = np.asarray(client.post("/embed", json={"inputs": SENTENCES}).json())
             info = client.get("/info").json()
@@ -81,9 +72,7 @@ def test_dense_projection_model_matches(bundled_model, tmp_path, cache_dir):
     folder = tmp_path / "dense"
     model.save(str(folder))
     expected = model.encode(SENTENCES)
-    settings = Settings(
-        _env_file=None, cache_dir=cache_dir, model=str(folder), onnx_file="model.onnx"
-    )
+    settings = Settings(_env_file=None, cache_dir=cache_dir, model=str(folder))
     with running(settings) as client:
         got = np.asarray(client.post("/embed", json={"inputs": SENTENCES}).json())
         assert client.get("/info").json()["dimension"] == 128
@@ -98,9 +87,6 @@ def test_onnx_export_is_cached_outside_read_only_folder(bundled_model, cache_dir
 
 def test_writable_folder_gets_its_own_onnx_export(bundled_model, tmp_path, cache_dir):
     folder = _copy_model(bundled_model, tmp_path / "writable")
-    settings = Settings(
-        _env_file=None, cache_dir=cache_dir, model=str(folder), onnx_file="model.onnx"
-    )
-    with running(settings) as client:
+    with running(Settings(_env_file=None, cache_dir=cache_dir, model=str(folder))) as client:
         assert client.get("/info").json()["onnx_file"] == str(folder / "onnx" / "model.onnx")
     assert (folder / "onnx" / "model.onnx").exists()

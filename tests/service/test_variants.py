@@ -25,7 +25,7 @@ from service.variants import (
     cosine_stats,
     named_variant,
 )
-from tests.service.conftest import SENTENCES, running
+from tests.service.conftest import AUTO, SENTENCES, running
 
 FP = "a" * 64
 OTHER = "b" * 64
@@ -187,7 +187,12 @@ def test_dynamic_int8_fails_the_invariance_check(bundled_model, onnx_file, tmp_p
 # ---------------------------------------------------------------- the default, end to end
 
 
-def test_default_serves_checked_per_token_int8_and_says_why(client, st_model):
+def test_default_serves_checked_per_token_int8_and_says_why(cache_dir, st_model):
+    with running(Settings(_env_file=None, cache_dir=cache_dir, **AUTO)) as client:
+        _check_default(client, st_model)
+
+
+def _check_default(client, st_model):
     info = client.get("/info").json()
     assert info["onnx_file"].endswith(artifacts.PER_TOKEN_INT8_FILE)
     assert info["model_dtype"] == "int8"
@@ -228,7 +233,7 @@ def test_changed_weights_saved_into_the_same_folder_are_served(
     assert cosine_stats(expected, before)[1] < 0.98  # the change is visible
     with (
         caplog.at_level(logging.WARNING),
-        running(Settings(_env_file=None, cache_dir=cache_dir, model=str(folder))) as client,
+        running(Settings(_env_file=None, cache_dir=cache_dir, model=str(folder), **AUTO)) as client,
     ):
         got = np.asarray(client.post("/embed", json={"inputs": SENTENCES}).json())
         info = client.get("/info").json()

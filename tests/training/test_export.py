@@ -86,7 +86,8 @@ def test_report_holds_the_parity_and_invariance_checks(exported):
 
 def test_service_serves_the_chosen_variant(exported, cache_dir):
     folder, files = exported
-    with running(Settings(_env_file=None, cache_dir=cache_dir, model=str(folder))) as client:
+    auto = Settings(_env_file=None, cache_dir=cache_dir, model=str(folder), onnx_file="auto")
+    with running(auto) as client:
         info = client.get("/info").json()
     assert info["onnx_file"] == str(folder / "onnx" / artifacts.PER_TOKEN_INT8_FILE)
     assert info["model_dtype"] == "int8" and "invariance" in info["variant_reason"]
