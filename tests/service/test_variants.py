@@ -255,3 +255,16 @@ def test_prebuild_puts_the_checked_int8_file_inside_the_model_folder(
     assert prebuild(folder) == folder / "onnx" / artifacts.PER_TOKEN_INT8_FILE
     rows = artifacts.report_variants(folder / "onnx", artifacts.source_fingerprint(folder))
     assert rows[artifacts.PER_TOKEN_INT8_FILE]["passed"] is True
+
+
+def test_service_never_imports_training():
+    """One artefact module (service/artifacts.py) is shared; service/ stands alone."""
+    import re
+    from pathlib import Path
+
+    import service
+
+    root = Path(service.__file__).parent
+    for file in root.rglob("*.py"):
+        text = file.read_text()
+        assert not re.search(r"^\s*(from|import)\s+training\b", text, re.M), file
