@@ -94,16 +94,52 @@ def source_fingerprint(transformer_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def read_fingerprint(onnx_file: Path) -> str | None:
-    """The source fingerprint recorded in an ONNX file (None: none recorded, or unreadable)."""
-    import onnx
+def _varint(handle) -> int | None:
+    """A protobuf varint read from `handle` (None at end of file)."""
+    value, shift = 0, 0
+    while True:
+        byte = handle.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
 
+
+def _metadata_props(onnx_file: Path) -> dict[str, str]:
+    """ModelProto.metadata_props (field 14) read by skipping over the other top-level fields
+    with seeks, so the graph and its weights are never parsed or held in memory."""
+    from onnx import StringStringEntryProto
+
+    props = {}
+    with Path(onnx_file).open("rb") as handle:
+        while (key := _varint(handle)) is not None:
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                _varint(handle)
+            elif wire in (1, 5):
+                handle.seek(8 if wire == 1 else 4, 1)
+            elif wire == 2:
+                size = _varint(handle)
+                if field != 14:
+                    handle.seek(size, 1)
+                    continue
+                entry = StringStringEntryProto.FromString(handle.read(size))
+                props[entry.key] = entry.value
+            else:
+                raise ValueError(f"{onnx_file}: not an ONNX file (wire type {wire})")
+    return props
+
+
+def read_fingerprint(onnx_file: Path) -> str | None:
+    """The source fingerprint recorded in an ONNX file (None: none recorded, or unreadable).
+    Reads only the file's metadata (cheap even for a multi-GB file)."""
     try:
-        model = onnx.load(str(onnx_file), load_external_data=False)
+        return _metadata_props(onnx_file).get(FINGERPRINT_KEY)
     except Exception as exc:  # noqa: BLE001 - a corrupt file is simply not trusted
         log.warning("cannot read %s: %s", onnx_file, exc)
         return None
-    return next((p.value for p in model.metadata_props if p.key == FINGERPRINT_KEY), None)
 
 
 def set_fingerprint(model, fingerprint: str) -> None:

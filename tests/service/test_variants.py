@@ -79,6 +79,9 @@ def test_missing_or_other_fingerprint_is_stale(tmp_path):
     assert artifacts.read_fingerprint(tiny_onnx(tmp_path / "c.onnx", None)) is None
     assert not artifacts.is_fresh(tmp_path / "c.onnx", FP)  # older version: no fingerprint
     assert not artifacts.is_fresh(tmp_path / "absent.onnx", FP)
+    stamped = tiny_onnx(tmp_path / "d.onnx", FP).read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(stamped[: len(stamped) - 5])  # truncated: not trusted
+    assert not artifacts.is_fresh(tmp_path / "cut.onnx", FP)
 
 
 def test_report_rows_of_other_weights_are_dropped(tmp_path):
