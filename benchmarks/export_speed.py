@@ -1,5 +1,6 @@
-"""Torch fp32 against every CPU ONNX variant (fp32, O1-O3, int8), same sentences, with the
-ratio to torch — the report `training.export` writes, on a fresh copy of a model.
+"""Torch fp32 against every CPU ONNX variant (fp32, O1-O3, per-token and dynamic int8), same
+sentences, with the ratio to torch — the report
+`training.export` writes, on a fresh copy of a model.
 
     python -m benchmarks.export_speed [--model PATH] [--seconds 5] [--data ../shared/data]
 """
@@ -12,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from training.evaluate import resolve_data_dir
-from training.export import cpu_quantization_arch, export_variants
+from training.export import PER_TOKEN, cpu_quantization_arch, export_variants
 from training.export_report import format_table
 
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     folder = args.workdir / args.model.name
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(args.model, folder, ignore=shutil.ignore_patterns("onnx"))
-    export_variants(folder, optimize=["O1", "O2", "O3"], quantize=[cpu_quantization_arch()],
+    export_variants(folder, optimize=["O1", "O2", "O3"],
+                    quantize=[PER_TOKEN, cpu_quantization_arch()],
                     data_dir=resolve_data_dir(args.data), speed_seconds=args.seconds)  # fmt: skip
     report = json.loads((folder / "onnx" / "report.json").read_text())
     (args.workdir / f"{args.model.name}.md").write_text(format_table(report["variants"]) + "\n")

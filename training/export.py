@@ -1,13 +1,17 @@
 """ONNX export of a sentence-transformers model folder: fp32, graph optimisation (O1-O4),
-dynamic int8 quantisation and fp16, with a parity and speed report.
+int8 (batch-invariant per-token, or onnxruntime's dynamic quantisation) and fp16, with a
+parity, batch-invariance and speed report.
 
-    python -m training.export --model PATH [--optimize O2] [--quantize avx2] [--fp16] [--all]
+    python -m training.export --model PATH [--optimize O2] [--quantize pertoken] [--fp16] [--all]
 
 Files land in the folder's `onnx/` under the names sentence-transformers' ONNX backend uses
-(`model.onnx`, `model_O2.onnx`, `model_qint8_avx2.onnx`, `model_fp16.onnx`), so
-`SentenceTransformer(path, backend="onnx", model_kwargs={"file_name": "onnx/model_O2.onnx"})`
-loads each. `onnx/report.json` says which variants passed their parity bar; the service
-only picks those (see `EMBED_ONNX_FILE=auto`).
+(`model.onnx`, `model_O2.onnx`, `model_qint8_pertoken.onnx`, `model_qint8_avx2.onnx`,
+`model_fp16.onnx`), so `SentenceTransformer(path, backend="onnx", model_kwargs={"file_name":
+"onnx/model_O2.onnx"})` loads each. Every file records the source fingerprint of the weights
+it was made from (service.artifacts); a stale `model.onnx` (other weights, or no fingerprint)
+is rebuilt first. `onnx/report.json` says which variants passed their parity bar and the
+batch-invariance check; the service only picks those (see `EMBED_ONNX_FILE=auto`). The exit
+status is 1 when `model.onnx` (served when nothing else passed) failed its parity check.
 """
 
 from __future__ import annotations
@@ -16,17 +20,16 @@ import argparse
 import json
 import logging
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 
+from service import artifacts
+from service.artifacts import FP16_FILE, FP32_FILE, ONNX_SUBDIR, PER_TOKEN_INT8_FILE
+
 log = logging.getLogger(__name__)
-ONNX_SUBDIR = "onnx"
-FP32_FILE = "model.onnx"
-FP16_FILE = "model_fp16.onnx"
 CPU_LEVELS = ("O1", "O2", "O3")
 GPU_LEVELS = ("O4",)
-QUANT_ARCHS = ("avx512_vnni", "avx2", "arm64")
+PER_TOKEN = "pertoken"  # batch-invariant int8 (service.int8); the others: dynamic int8
+QUANT_ARCHS = (PER_TOKEN, "avx512_vnni", "avx2", "arm64")
 
 
 class GpuRequiredError(RuntimeError):
@@ -45,23 +48,10 @@ def transformer_dir(model_dir: Path) -> Path:
 
 
 def export_fp32(model_dir: Path, target_dir: Path | None = None) -> Path:
-    """Export the model's transformer to `<target_dir or model_dir/onnx>/model.onnx` with
-    optimum (inputs input_ids, attention_mask[, token_type_ids]; output last_hidden_state)."""
-    from optimum.onnxruntime import ORTModelForFeatureExtraction
-
+    """Export the model's transformer to `<target_dir or model_dir/onnx>/model.onnx`
+    (service.artifacts.export_fp32: optimum, source fingerprint recorded)."""
     target_dir = Path(target_dir) if target_dir else Path(model_dir) / ONNX_SUBDIR
-    target_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        ort_model = ORTModelForFeatureExtraction.from_pretrained(
-            str(transformer_dir(model_dir)), export=True, provider="CPUExecutionProvider"
-        )
-        ort_model.save_pretrained(tmp)
-        shutil.move(str(Path(tmp) / FP32_FILE), target_dir / FP32_FILE)
-        data = Path(tmp) / (FP32_FILE + "_data")
-        if data.exists():  # models over 2 GB keep their weights beside the graph
-            shutil.move(str(data), target_dir / data.name)
-    log.info("exported %s", target_dir / FP32_FILE)
-    return target_dir / FP32_FILE
+    return artifacts.export_fp32(transformer_dir(model_dir), target_dir)
 
 
 def cpu_quantization_arch() -> str:
@@ -119,13 +109,19 @@ def export_optimized(model_dir: Path, level: str) -> Path:
 
 
 def export_quantized(model_dir: Path, arch: str) -> Path:
-    """`onnx/model_qint8_<arch>.onnx` (`quint8` for avx2, whose weights are unsigned):
-    dynamic int8 quantisation via optimum's ORTQuantizer, named as sentence-transformers
-    names it."""
+    """`pertoken`: `onnx/model_qint8_pertoken.onnx`, batch-invariant int8 (service.int8).
+    Else `onnx/model_qint8_<arch>.onnx` (`quint8` for avx2, whose weights are unsigned):
+    onnxruntime's dynamic int8 via optimum, named as sentence-transformers names it; its
+    activation scale spans the whole batch, so it fails the batch-invariance check."""
+    onnx_dir = Path(model_dir) / ONNX_SUBDIR
+    if arch == PER_TOKEN:
+        from service.int8 import quantize_per_token
+
+        return quantize_per_token(onnx_dir / FP32_FILE, onnx_dir / PER_TOKEN_INT8_FILE)
     from sentence_transformers import export_dynamic_quantized_onnx_model
 
     export_dynamic_quantized_onnx_model(_onnx_sentence_transformer(model_dir), arch, str(model_dir))
-    return quantized_file(Path(model_dir) / ONNX_SUBDIR, arch)
+    return quantized_file(onnx_dir, arch)
 
 
 def quantized_file(onnx_dir: Path, arch: str) -> Path:
@@ -174,12 +170,14 @@ def export_variants(
     for level in optimize:
         if level in GPU_LEVELS:
             require_gpu(f"--optimize {level}")
-    fp32 = model_dir / ONNX_SUBDIR / FP32_FILE
-    files = [fp32 if fp32.exists() else export_fp32(model_dir)]
+    fingerprint = artifacts.source_fingerprint(transformer_dir(model_dir))
+    files = [fresh_fp32(model_dir, fingerprint)]
     files += [export_optimized(model_dir, level) for level in optimize]
     files += [export_quantized(model_dir, arch) for arch in quantize]
     if fp16:
         files.append(export_fp16(model_dir))
+    for file in files[1:]:
+        artifacts.stamp_file(file, fingerprint)  # derived from the fresh fp32 file
     if report:
         from training.export_report import write_report
 
@@ -187,10 +185,32 @@ def export_variants(
     return files
 
 
+def fresh_fp32(model_dir: Path, fingerprint: str) -> Path:
+    """`onnx/model.onnx`, re-exported when missing or stale (exported from other weights,
+    or without a fingerprint)."""
+    fp32 = model_dir / ONNX_SUBDIR / FP32_FILE
+    if artifacts.is_fresh(fp32, fingerprint):
+        return fp32
+    if fp32.exists():
+        log.warning(
+            "%s was not exported from the current weights (or has no source fingerprint): "
+            "rebuilding it and every variant asked for",
+            fp32,
+        )
+    return export_fp32(model_dir)
+
+
+def failed_variants(model_dir: Path, files: list[Path]) -> list[str]:
+    """Names among `files` whose report row did not pass parity and batch invariance."""
+    fingerprint = artifacts.source_fingerprint(transformer_dir(model_dir))
+    rows = artifacts.report_variants(Path(model_dir) / ONNX_SUBDIR, fingerprint)
+    return [f.name for f in files if rows.get(f.name, {}).get("passed") is not True]
+
+
 def export_default(model_dir: Path, data_dir: Path | None = None) -> list[Path]:
-    """What `training.distill` exports at the end: fp32, O2 and int8 for this CPU."""
+    """What `training.distill` exports at the end: fp32, O2 and batch-invariant int8."""
     return export_variants(
-        Path(model_dir), optimize=["O2"], quantize=[cpu_quantization_arch()], data_dir=data_dir
+        Path(model_dir), optimize=["O2"], quantize=[PER_TOKEN], data_dir=data_dir
     )
 
 
@@ -211,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.all:
         args.optimize = list(CPU_LEVELS) + (list(GPU_LEVELS) if cuda_available() else [])
-        args.quantize = [cpu_quantization_arch()]
+        args.quantize = [PER_TOKEN]
         args.fp16 = cuda_available()
     if not (args.model / "modules.json").exists() and not (args.model / "config.json").exists():
         parser.error(f"{args.model} is not a model folder")
@@ -222,6 +242,13 @@ def main(argv: list[str] | None = None) -> None:
     except GpuRequiredError as exc:
         parser.exit(2, f"error: {exc}\n")
     print("\n".join(str(f) for f in files))
+    failed = [] if args.no_report else failed_variants(args.model, files)
+    report = args.model / ONNX_SUBDIR / artifacts.REPORT_FILE
+    if FP32_FILE in failed:  # the file served when nothing else passed: never exit 0
+        parser.exit(1, f"error: {FP32_FILE} failed its parity check (see {report})\n")
+    if failed:
+        log.warning("%s failed parity or batch invariance (%s): `auto` never serves them",
+                    ", ".join(failed), report)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ async def info(request: Request):
         device=backend.device,
         provider=backend.provider,
         onnx_file=backend.file,
+        variant_reason=backend.reason,
         max_batch_tokens=settings.max_batch_tokens,
         max_batch_size=settings.max_batch_size,
         max_client_batch_size=settings.max_client_batch_size,

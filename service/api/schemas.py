@@ -313,6 +313,7 @@ class InfoResponse(BaseModel):
     device: str
     provider: str
     onnx_file: str | None
+    variant_reason: str | None = None  # why this ONNX file is served (service.variants)
     max_batch_tokens: int
     max_batch_size: int
     max_client_batch_size: int

@@ -17,6 +17,7 @@ class BackendInfo:
     provider: str  # e.g. "CPUExecutionProvider", "torch-cpu"
     dtype: str  # "float32", "float16", "int8"
     file: str | None = None  # the ONNX file served
+    reason: str | None = None  # why this file/variant is served (/info variant_reason)
 
 
 class Backend(ABC):

@@ -49,14 +49,24 @@ def create_backend(settings: Settings, spec: ModelSpec) -> Backend:
         from service.backends.torch import TorchBackend
 
         return TorchBackend(str(spec.transformer_path), settings.device, settings.intra_op_threads)
-    from service.backends.onnx import OnnxBackend, choose_onnx_file, ensure_onnx_export
+    from service.backends.onnx import OnnxBackend
     from service.backends.providers import select_providers
+    from service.variants import prepare_onnx
 
-    onnx_dir = ensure_onnx_export(spec.path, spec.transformer_path, settings.cache_dir)
     wants_cuda = select_providers(settings.device)[0] != "CPUExecutionProvider"
-    file = choose_onnx_file(onnx_dir, settings.onnx_file, "cuda" if wants_cuda else "cpu")
+    chosen = prepare_onnx(
+        spec.path,
+        spec.transformer_path,
+        settings.cache_dir,
+        settings.onnx_file,
+        "cuda" if wants_cuda else "cpu",
+    )
     return OnnxBackend(
-        file, settings.device, settings.intra_op_threads, memory_arena=not settings.release_memory
+        chosen.file,
+        settings.device,
+        settings.intra_op_threads,
+        memory_arena=not settings.release_memory,
+        reason=chosen.reason,
     )
 
 

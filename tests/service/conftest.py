@@ -17,9 +17,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.artifacts import source_fingerprint
 from service.backends.base import Backend
-from service.backends.onnx import OnnxBackend, ensure_onnx_export
+from service.backends.onnx import OnnxBackend
 from service.config import Settings
+from service.variants import fresh_fp32_dir
+
+# Service tests serve fp32 (`model.onnx`, equal to the torch model's vectors within 1e-4) so
+# they can compare with SentenceTransformer.encode exactly; what `auto` serves by default (the
+# per-token int8 file) is tested in test_variants.py, which asks for onnx_file="auto".
+os.environ.setdefault("EMBED_ONNX_FILE", "model.onnx")
+AUTO = {"onnx_file": "auto"}
 
 SENTENCES = [
     "A man is playing a guitar.",
@@ -34,7 +42,8 @@ SENTENCES = [
 
 @pytest.fixture(scope="session")
 def onnx_file(bundled_model, cache_dir) -> Path:
-    return ensure_onnx_export(bundled_model, bundled_model, cache_dir) / "model.onnx"
+    fingerprint = source_fingerprint(bundled_model)
+    return fresh_fp32_dir(bundled_model, bundled_model, cache_dir, fingerprint) / "model.onnx"
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 import torch
 from sentence_transformers import models
 
-from service.backends.onnx import OnnxFileError, choose_onnx_file
 from service.backends.providers import (
     CPU,
     CUDA,
@@ -79,43 +77,6 @@ def test_effective_device_detects_silent_cpu_fallback(caplog):
         assert effective_device([CPU], [CUDA, CPU]) == "cpu"
     assert "serving on CPU" in caplog.text
     assert effective_device([CUDA, CPU], [CUDA, CPU]) == "cuda"
-
-
-def _onnx_dir(tmp_path, names, report=None):
-    for name in names:
-        (tmp_path / name).write_bytes(b"")
-    if report is not None:
-        (tmp_path / "report.json").write_text(json.dumps({"variants": report}))
-    return tmp_path
-
-
-def test_auto_picks_int8_on_cpu_only_when_parity_passed(tmp_path, monkeypatch):
-    monkeypatch.setattr("training.export.cpu_quantization_arch", lambda: "avx2")
-    names = ["model.onnx", "model_qint8_avx2.onnx", "model_fp16.onnx"]
-    passed = _onnx_dir(
-        tmp_path,
-        names,
-        {"model_qint8_avx2.onnx": {"passed": True}, "model_fp16.onnx": {"passed": True}},
-    )
-    assert choose_onnx_file(passed, "auto", "cpu").name == "model_qint8_avx2.onnx"
-    assert choose_onnx_file(passed, "auto", "cuda").name == "model_fp16.onnx"
-    (tmp_path / "report.json").write_text(
-        json.dumps({"variants": {"model_qint8_avx2.onnx": {"passed": False}}})
-    )
-    assert choose_onnx_file(tmp_path, "auto", "cpu").name == "model.onnx"
-    assert choose_onnx_file(tmp_path, "auto", "cuda").name == "model.onnx"
-
-
-def test_auto_without_report_serves_fp32(tmp_path):
-    folder = _onnx_dir(tmp_path, ["model.onnx", "model_qint8_avx2.onnx"])
-    assert choose_onnx_file(folder, "auto", "cpu").name == "model.onnx"
-
-
-def test_named_onnx_file_must_exist(tmp_path):
-    folder = _onnx_dir(tmp_path, ["model.onnx"])
-    assert choose_onnx_file(folder, "model.onnx", "cpu").name == "model.onnx"
-    with pytest.raises(OnnxFileError, match="available"):
-        choose_onnx_file(folder, "model_O3.onnx", "cpu")
 
 
 def test_settings_from_environment(monkeypatch):
