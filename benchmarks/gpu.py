@@ -125,15 +125,15 @@ class InProcessCeiling:
             self.engine.tokenize(corpus[i : i + batch], truncate=True)
             for i in range(0, len(corpus) - batch + 1, batch)
         ][:64]
-        self.engine.encoder.embed(chunks[0])  # warm-up
+        self.engine.core.encoder.embed(chunks[0])  # warm-up
         done, started, i = 0, time.perf_counter(), 0
         while time.perf_counter() - started < seconds:
-            self.engine.encoder.embed(chunks[i % len(chunks)])
+            self.engine.core.encoder.embed(chunks[i % len(chunks)])
             done, i = done + batch, i + 1
         return done / (time.perf_counter() - started)
 
     def close(self) -> None:
-        self.engine.backend.close()
+        self.engine.core.encoder.backend.close()
 
 
 def serve(model: Path, backend: str, device: str, extra: list[str]) -> tuple[subprocess.Popen, str]:

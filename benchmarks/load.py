@@ -167,7 +167,7 @@ async def run_load(
     )
     latencies: list[float] = []
     counts = {"ok": 0, "errors": 0, "429": 0, "sent": 0}
-    deadline = time.perf_counter() + duration
+    deadline = float("inf")  # set after the warm-up request
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -199,6 +199,7 @@ async def run_load(
         await client.post(route, json=body_for(route, corpus[:inputs]))  # warm-up
         with ResourceSampler(server_pid) as sampler:
             started = time.perf_counter()
+            deadline = started + duration
             await asyncio.gather(*(worker(client) for _ in range(concurrency)))
             seconds = time.perf_counter() - started
     ms = np.asarray(latencies) * 1000 if latencies else np.zeros(1)

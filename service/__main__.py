@@ -1,5 +1,5 @@
 """`python -m service` / `polyglot-embed`: settings from flags and EMBED_* variables,
-then uvicorn."""
+then uvicorn in this process (`--workers 1`) or N front ends and one engine core."""
 
 from __future__ import annotations
 
@@ -34,16 +34,15 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    from service.supervisor import resolve_workers, serve_workers
+
+    workers = resolve_workers(settings)
+    if workers > 1:
+        sys.exit(serve_workers(settings, workers))
     from service.app import create_app
     from service.server import serve
 
-    serve(
-        create_app(settings),
-        settings.host,
-        settings.port,
-        settings.log_level,
-        settings.graceful_shutdown_s,
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

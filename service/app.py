@@ -41,17 +41,26 @@ ROUTES = {
 }
 
 
-def create_app(settings: Settings | None = None, backend: Backend | None = None) -> FastAPI:
-    """The ASGI app. `backend` replaces the configured one (tests inject faulty backends)."""
+def create_app(
+    settings: Settings | None = None,
+    backend: Backend | None = None,
+    core_address: str | None = None,
+) -> FastAPI:
+    """The ASGI app. `backend` replaces the configured one (tests inject faulty backends);
+    with `core_address` the app is a front end of the engine-core process there
+    (`--workers N`) and loads only the tokenizer."""
     settings = settings or Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = await asyncio.to_thread(EmbeddingEngine.load, settings, metrics, backend)
+        if core_address is not None:
+            engine = EmbeddingEngine.remote(settings, metrics, core_address)
+        else:
+            engine = await asyncio.to_thread(EmbeddingEngine.load, settings, metrics, backend)
         app.state.engine = engine
         await engine.start()
-        info = engine.backend.info
+        info = engine.backend_info
         metrics.model_info.info(
             {
                 "model": engine.model_name,

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     )
 
     # server
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="HTTP/tokenising processes in front of one inference process; 1: a single "
+        "process; 0 (auto): 1 when the model runs on the CPU, else half the cores (2-8)",
+    )
     host: str = Field("0.0.0.0", description="bind address")
     port: int = Field(8000, ge=1, le=65535, description="bind port")
     api_key: SecretStr | None = Field(

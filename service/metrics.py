@@ -1,10 +1,21 @@
 """Every Prometheus metric of the service, declared once, here (prefix `embed_`).
 
-Each app gets its own registry, so several apps (tests) never clash."""
+Each app gets its own registry, so several apps (tests) never clash. Under `--workers N`
+prometheus-client's multiprocess mode aggregates every process (see `exposition`)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    multiprocess,
+)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -29,7 +40,10 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "embed_queue_depth", "inputs waiting in the batching queue", registry=r
+            "embed_queue_depth",
+            "inputs waiting in the batching queue",
+            multiprocess_mode="livesum",
+            registry=r,
         )
         self.batch_size = Histogram(
             "embed_batch_size", "inputs per inference batch", buckets=BATCH_SIZE_BUCKETS, registry=r
@@ -67,4 +81,18 @@ class Metrics:
             "moving estimate of tokens embedded per busy second, used for admission",
             registry=r,
         )
-        self.model_info = Info("embed_model", "the served model", registry=r)
+        # Info metrics are per process (prometheus-client's multiprocess mode cannot share
+        # them); each front end knows the served model, so each exposes it itself.
+        self.info_registry = CollectorRegistry()
+        self.model_info = Info("embed_model", "the served model", registry=self.info_registry)
+
+    def exposition(self) -> bytes:
+        """Prometheus text format. With `PROMETHEUS_MULTIPROC_DIR` set (`--workers N`), the
+        values of every process of the server (front ends and engine core), aggregated."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)
+        else:
+            registry = self.registry
+        return generate_latest(registry) + generate_latest(self.info_registry)

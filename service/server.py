@@ -10,11 +10,14 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+
+from service.config import Settings
 
 log = logging.getLogger(__name__)
 FLUSH_S = 0.1  # after the drain: time for the last responses to reach their sockets
@@ -23,12 +26,20 @@ SHUTDOWN_MARGIN_S = 5  # exit happens within graceful_shutdown_s + this (FLUSH_S
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI, grace_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, grace_s: float, supervised: bool = False
+    ) -> None:
         super().__init__(config)
         self.app, self.grace_s = app, grace_s
+        # A front end of `--workers N`: Ctrl-C (SIGINT to the whole process group) and
+        # repeated SIGTERMs (e.g. systemd signalling every process) are the supervisor's to
+        # act on; it alone forces an exit, after the grace.
+        self.supervised = supervised
         self._draining = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.supervised and (sig == signal.SIGINT or self._draining):
+            return
         if self._draining:  # second signal: stop now
             log.warning("second %s: exiting without waiting", signal.Signals(sig).name)
             self.should_exit = self.force_exit = True
@@ -62,18 +73,23 @@ def shutdown_reason(grace_s: float) -> str:
     )
 
 
-def serve(app: FastAPI, host: str, port: int, log_level: str, grace_s: float) -> None:
+def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Run `app` until SIGTERM/SIGINT, then drain. With `sockets` (a front end of
+    `--workers N`), serve on the supervisor's listening socket and leave signals to it."""
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
-        log_level=log_level,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=CLOSE_S,
     )
-    DrainingServer(config, app, grace_s).run()
+    server = DrainingServer(
+        config, app, settings.graceful_shutdown_s, supervised=sockets is not None
+    )
+    server.run(sockets=sockets)
     engine = getattr(app.state, "engine", None)
-    if engine is not None and engine.batcher.inference_running:
+    if engine is not None and engine.inference_running:
         # a batch cut off by the grace period still runs in the inference thread, which
         # the interpreter would join at exit: leave without waiting for it
         log.warning("exiting with an abandoned batch still in the inference thread")

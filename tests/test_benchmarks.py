@@ -92,3 +92,17 @@ def test_random_weights_copy_keeps_architecture_and_tokenizer(bundled_model, tmp
     key = name if name in replaced else next(k for k in replaced if k.endswith(name))
     assert replaced[key].shape == original[next(k for k in original if k.endswith(name))].shape
     assert not (replaced[key] == original[next(k for k in original if k.endswith(name))]).all()
+
+
+def test_workers_benchmark_commands(tmp_path):
+    """Every server of ours serves the same fp32 file; the baseline runs from its tree."""
+    from benchmarks.workers import contenders
+
+    commands = contenders(tmp_path / "model", [1, 2], tmp_path / "before")
+    assert list(commands) == ["baseline", "workers-1", "workers-2", "default", "naive"]
+    for name in ("workers-1", "workers-2", "default"):
+        assert "--onnx-file" in commands[name] and "model.onnx" in commands[name]
+    assert commands["workers-2"][-2:] == ["--workers", "2"]
+    assert commands["baseline"][:2] == ["bash", "-c"]
+    assert f"cd {tmp_path / 'before'}" in commands["baseline"][2]
+    assert "--max-queue-wait-s" not in commands["baseline"][2]

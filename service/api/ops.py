@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import __version__
 from service.api.deps import check_api_key
@@ -46,7 +46,7 @@ async def info(request: Request):
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         return JSONResponse({"error": "model is loading", "error_type": "Unhealthy"}, 503)
-    spec, settings, backend = engine.spec, engine.settings, engine.backend.info
+    spec, settings, backend = engine.spec, engine.settings, engine.backend_info
     return InfoResponse(
         model_id=engine.model_name,
         model_path=str(spec.path),
@@ -81,5 +81,4 @@ async def info(request: Request):
 async def metrics(request: Request):
     """Prometheus text exposition of every `embed_*` metric."""
     _guard(request)
-    registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

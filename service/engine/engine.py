@@ -1,32 +1,24 @@
 """The embedding engine every route goes through: prompts -> tokenise (off the event
-loop) -> batcher -> raw vectors, with per-request timeout and cancellation."""
+loop) -> engine core (batcher -> raw vectors, per-request timeout and cancellation)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from service.backends.base import Backend
+from service.backends.base import Backend, BackendInfo
 from service.config import Settings
-from service.engine.admission import (
-    AdmissionLimits,
-    QueueFullError,
-    ThroughputEstimator,
-    retry_after_s,
-)
-from service.engine.batcher import Batcher, BatchLimits, BatchStats, PendingRequest
+from service.engine.core import EngineCore, InprocCore, RequestTimeoutError
 from service.engine.encoder import SentenceEncoder
-from service.engine.memory import release_heap
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
 
+__all__ = ["EmbeddingEngine", "Embeddings", "RequestTimeoutError", "UnknownPromptError"]
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
@@ -34,19 +26,6 @@ INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the ev
 # them the slowest per token), within the batch limits
 CALIBRATION_TEXT_TOKENS = 16
 CALIBRATION_MAX_TEXTS = 64
-# The prior is this share of the idle calibration: in a burst, HTTP parsing, tokenising and
-# answering compete with inference for the CPU, and the first requests of a burst are
-# admitted before any busy batch has been measured (docs/benchmarks.md, "Admission by
-# expected wait").
-CALIBRATION_HEADROOM = 0.5
-
-
-class RequestTimeoutError(RuntimeError):
-    """The request waited `request_timeout_s` in the queue without starting (503)."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(message)
 
 
 class UnknownPromptError(ValueError):
@@ -92,61 +71,54 @@ def create_backend(settings: Settings, spec: ModelSpec) -> Backend:
 
 
 class EmbeddingEngine:
-    """Owns the tokenizer, the encoder and the batcher of one served model."""
+    """The front end every route goes through: prompts, tokenisation and usage counts here,
+    the vectors from an engine core (`InprocCore` in this process, or `RemoteCore` in a
+    shared inference process)."""
 
     def __init__(
         self,
         settings: Settings,
         spec: ModelSpec,
         tokenizer: ModelTokenizer,
-        encoder: SentenceEncoder,
+        core: EngineCore,
         metrics: Metrics,
     ) -> None:
-        self.settings, self.spec, self.tokenizer, self.encoder = settings, spec, tokenizer, encoder
+        self.settings, self.spec, self.tokenizer, self.core = settings, spec, tokenizer, core
         self.metrics = metrics
         if settings.max_batch_tokens < tokenizer.max_length:
             raise ValueError(
                 f"max_batch_tokens ({settings.max_batch_tokens}) must be at least the model's "
                 f"max sequence length ({tokenizer.max_length})"
             )
-        self.batcher = Batcher(
-            encoder.embed,
-            BatchLimits(
-                settings.max_batch_tokens,
-                settings.max_batch_size,
-                settings.max_wait_ms / 1000.0,
-                settings.max_queued_inputs,
-            ),
-            on_batch=self._record_batch,
-            on_failure=lambda exc: metrics.batch_failures.inc(),
-            on_queue_depth=metrics.queue_depth.set,
-            on_quiet=release_heap if settings.release_memory else None,
-            admission=AdmissionLimits(
-                settings.max_queued_inputs, settings.max_queue_wait_s, settings.request_timeout_s
-            ),
-            estimator=ThroughputEstimator(),
-        )
-        metrics.throughput_estimate.set(self.batcher.estimator.tokens_per_s)
         self.default_prompt_name = settings.default_prompt_name or spec.default_prompt_name
         self.ready = False
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, backend: Backend | None = None):
-        """Read the model folder and build tokenizer, backend and encoder (blocking)."""
-        path = resolve_model_path(settings.model_path())
-        spec = load_model_spec(path)
-        if not spec.include_prompt:
-            raise ValueError(f"{path}: pooling with include_prompt=false is not supported")
-        lowercase = _do_lower_case(spec.transformer_path)
-        tokenizer = ModelTokenizer(spec.transformer_path, spec.max_seq_length, lowercase)
+        """Read the model folder and build tokenizer, backend, encoder and an in-process
+        core (blocking)."""
+        spec, tokenizer = load_model(settings)
         backend = backend or create_backend(settings, spec)
-        return cls(
-            settings, spec, tokenizer, SentenceEncoder(spec, backend, tokenizer.pad_id), metrics
-        )
+        encoder = SentenceEncoder(spec, backend, tokenizer.pad_id)
+        return cls(settings, spec, tokenizer, InprocCore(settings, encoder, metrics), metrics)
+
+    @classmethod
+    def remote(cls, settings: Settings, metrics: Metrics, address: str):
+        """A front end whose vectors come from the engine-core process at `address`."""
+        from service.engine.ipc import RemoteCore
+
+        spec, tokenizer = load_model(settings)
+        core = RemoteCore(address, reply_timeout_s=settings.request_timeout_s + 30)
+        return cls(settings, spec, tokenizer, core, metrics)
 
     @property
-    def backend(self) -> Backend:
-        return self.encoder.backend
+    def backend_info(self) -> BackendInfo:
+        return self.core.backend_info
+
+    @property
+    def inference_running(self) -> bool:
+        """A batch still runs in this process's inference thread."""
+        return self.core.inference_running
 
     @property
     def model_name(self) -> str:
@@ -158,19 +130,13 @@ class EmbeddingEngine:
         given = self.settings.model.rstrip("/")
         return given if not Path(given).is_dir() else Path(given).name
 
-    def _record_batch(self, stats: BatchStats) -> None:
-        self.metrics.batch_size.observe(stats.size)
-        self.metrics.batch_tokens.observe(stats.padded_tokens)
-        self.metrics.inference_seconds.observe(stats.seconds)
-        self.metrics.throughput_estimate.set(self.batcher.estimator.tokens_per_s)
-
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the batcher and prove the model runs (health turns 200 after this)."""
-        self.batcher.start()
+        """Start the core and prove the model runs (health turns 200 after this)."""
+        await self.core.start()
         await self.embed(["warm-up"], truncate=True)
-        await self.calibrate()
+        await self.core.calibrate(self.calibration_texts())
         self.ready = True
         log.info(
             "model %s ready: dim %d, max %d tokens, pooling %s, normalize %s, %s",
@@ -179,48 +145,33 @@ class EmbeddingEngine:
             self.tokenizer.max_length,
             "+".join(self.spec.pooling),
             self.spec.normalize,
-            self.backend.info,
+            self.backend_info,
         )
 
-    async def calibrate(self) -> float:
-        """Measure throughput (tokens/s) on one batch of synthetic short texts and make
-        CALIBRATION_HEADROOM of it the admission estimate's prior, so the first burst is
-        judged by this machine's speed. The batch stays within the batch limits."""
+    def calibration_texts(self) -> list[TokenizedText]:
+        """One batch of synthetic short texts, within the batch limits, for the core's
+        start-up throughput measurement."""
         length = min(CALIBRATION_TEXT_TOKENS, self.tokenizer.max_length)
-        count = max(
-            1,
-            min(
-                CALIBRATION_MAX_TEXTS,
-                self.settings.max_batch_size,
-                self.settings.max_batch_tokens // length,
-            ),
+        count = min(
+            CALIBRATION_MAX_TEXTS,
+            self.settings.max_batch_size,
+            self.settings.max_batch_tokens // length,
         )
         text = self.tokenizer.encode(["calibration " * length], truncate=True)[0]
-        texts = [text] * count
-        started = time.monotonic()
-        await self.batcher.submit(texts).future
-        seconds = max(time.monotonic() - started, 1e-6)
-        measured = text.length * count / seconds
-        prior = measured * CALIBRATION_HEADROOM
-        self.batcher.estimator.reset(prior)
-        self.metrics.throughput_estimate.set(prior)
-        log.info("calibration: %d x %d tokens in %.3f s = %.0f tokens/s; admission prior %.0f",
-                 count, text.length, seconds, measured, prior)  # fmt: skip
-        return prior
+        return [text] * max(1, count)
 
     async def drain(self, timeout: float) -> bool:
         self.ready = False
-        return await self.batcher.drain(timeout)
+        return await self.core.drain(timeout)
 
     async def abort(self, reason: str) -> int:
         """Fail every request not yet answered with ShuttingDownError(reason) (503)."""
         self.ready = False
-        return await self.batcher.abort(reason)
+        return await self.core.abort(reason)
 
     async def stop(self) -> None:
         self.ready = False
-        await self.batcher.stop()
-        self.backend.close()
+        await self.core.stop()
 
     # ------------------------------------------------------------ requests
 
@@ -259,37 +210,7 @@ class EmbeddingEngine:
             tokens = [replace(t, token_level=True) for t in tokens]
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
-        try:
-            request = self.batcher.submit(tokens)
-        except QueueFullError:
-            self.metrics.rejected.inc(len(tokens))
-            raise
-        try:
-            vectors = await self._wait(request)
-        except asyncio.CancelledError:
-            self.batcher.cancel(request)  # client went away: free its queue slots
-            raise
-        return Embeddings(vectors, counts)
-
-    async def _wait(self, request: PendingRequest) -> np.ndarray:
-        """The request's vectors. `request_timeout_s` bounds the wait before its first
-        text enters a batch; once started, the request is finished whatever it takes
-        (admission already refused work that could not be done within the timeout)."""
-        timeout = self.settings.request_timeout_s
-        try:
-            return await asyncio.wait_for(asyncio.shield(request.future), timeout)
-        except asyncio.TimeoutError:
-            if request.started:
-                return await asyncio.shield(request.future)
-            self.batcher.cancel(request)
-            self.metrics.timeouts.inc()
-            ahead = self.batcher.queue_depth
-            raise RequestTimeoutError(
-                f"request waited {timeout:g} s in the queue without starting "
-                f"(request_timeout_s) and was dropped; the queue drained slower than its "
-                f"estimate, {ahead} inputs still wait; retry later or elsewhere",
-                retry_after_s(self.batcher.queued_seconds()),
-            ) from None
+        return Embeddings(await self.core.embed_tokens(tokens), counts)
 
     async def token_strings(
         self, texts: list[str], add_special_tokens: bool = True, prompt_name: str | None = None
@@ -300,6 +221,16 @@ class EmbeddingEngine:
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
             return self.tokenizer.tokens(texts, add_special_tokens)
         return await run_in_threadpool(self.tokenizer.tokens, texts, add_special_tokens)
+
+
+def load_model(settings: Settings) -> tuple[ModelSpec, ModelTokenizer]:
+    """The served model's spec and tokenizer (with the model's `do_lower_case`)."""
+    path = resolve_model_path(settings.model_path())
+    spec = load_model_spec(path)
+    if not spec.include_prompt:
+        raise ValueError(f"{path}: pooling with include_prompt=false is not supported")
+    lowercase = _do_lower_case(spec.transformer_path)
+    return spec, ModelTokenizer(spec.transformer_path, spec.max_seq_length, lowercase)
 
 
 def _do_lower_case(transformer_dir: Path) -> bool:

@@ -121,7 +121,7 @@ async def test_request_timeout_bounds_waiting_not_working(cache_dir, recording_b
             for i in range(3)
         ]
         await asyncio.sleep(1.0)  # well past request_timeout_s; the first is still running
-        depth = client.app.state.engine.batcher.queue_depth
+        depth = client.app.state.engine.core.batcher.queue_depth
         recording_backend.gate.set()
         responses = await asyncio.gather(*pending)
         after = await client.post("/embed", json={"inputs": ["back to normal"]})
@@ -143,11 +143,11 @@ async def test_cancelled_request_leaves_no_queued_inputs(cache_dir, recording_ba
         recording_backend.entered.clear()
         task = asyncio.create_task(engine.embed(["one", "two", "three", "four"]))
         await asyncio.to_thread(recording_backend.entered.wait, 5)
-        assert engine.batcher.queue_depth == 3
+        assert engine.core.batcher.queue_depth == 3
         task.cancel()  # what a client disconnect does to the handler
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert engine.batcher.queue_depth == 0
+        assert engine.core.batcher.queue_depth == 0
         recording_backend.gate.set()
         ok = await client.post("/embed", json={"inputs": ["next"]})
     assert ok.status_code == 200

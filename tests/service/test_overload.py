@@ -31,7 +31,7 @@ async def test_burst_of_ten_times_capacity(cache_dir):
         after = await client.post("/embed", json={"inputs": ["right after the burst"]})
         recovery = time.perf_counter() - started
         metrics = (await client.get("/metrics")).text
-        depth = client.app.state.engine.batcher.queue_depth
+        depth = client.app.state.engine.core.batcher.queue_depth
         rss_growth_mb = (psutil.Process().memory_info().rss - rss_before) / 2**20
     assert set(statuses) <= {200, 429}
     assert statuses.count(200) >= CAPACITY // 4 and statuses.count(429) > 0
