@@ -52,7 +52,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+def wait_healthy(
+    url: str, proc: subprocess.Popen, timeout: float = 300, poll_s: float = 0.5
+) -> None:
+    """Return once `url`/health answers 200; RuntimeError if the server exits first,
+    TimeoutError after `timeout` s."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -62,8 +66,23 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 300) -> None
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(poll_s)
     raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+def save_report(output: Path, module: str, argv: list[str] | None, rows: list[dict], **fields):
+    """Write a benchmark's JSON: machine, Python, the command that produced it, `fields`
+    and the rows; print where it went."""
+    report = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "python": platform.python_version(),
+        "command": f"python -m {module} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        **fields,
+        "rows": rows,
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(f"wrote {output}")
 
 
 def prepare_model(workdir: Path) -> Path:
@@ -229,17 +248,8 @@ def main(argv: list[str] | None = None) -> None:
         rows += run_contender(name, command, route, grid, duration, args.data, args.client)
     if not args.only or "raw-onnx" in args.only:
         rows += raw_onnx_upper_bound(model, grid, duration, args.data)
-    report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "python": platform.python_version(),
-        "command": "python -m benchmarks.compare " + " ".join(argv or sys.argv[1:]),
-        "duration_per_point_s": duration,
-        "client": args.client,
-        "rows": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.output}")
+    save_report(args.output, "benchmarks.compare", argv, rows,
+                duration_per_point_s=duration, client=args.client)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import time
 
 import httpx
 
+from benchmarks.compare import wait_healthy
+
 
 def start_once(cache: str, port: int, flags: list[str]) -> tuple[float, dict]:
     """Start the service, wait for /health 200, read /info, stop it."""
@@ -25,15 +27,7 @@ def start_once(cache: str, port: int, flags: list[str]) -> tuple[float, dict]:
     proc = subprocess.Popen([*command, *flags], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"service exited with {proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, poll_s=0.1)
         seconds = time.perf_counter() - started
         return seconds, httpx.get(f"http://127.0.0.1:{port}/info").json()
     finally:

@@ -30,7 +30,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.compare import batch_histogram, free_port, histogram_delta, wait_healthy
+from benchmarks.compare import (
+    batch_histogram,
+    free_port,
+    histogram_delta,
+    save_report,
+    wait_healthy,
+)
 from benchmarks.load import run_load
 from benchmarks.texts import texts as load_texts
 
@@ -252,19 +258,9 @@ def main(argv: list[str] | None = None) -> None:
         ceiling = InProcessCeiling(model, args.backend, args.device)
         add_ceilings(rows, ceiling, min(duration, 5.0), args.data)
         ceiling.close()
-    report = {
-        "machine": machine(),
-        "python": platform.python_version(),
-        "command": "python -m benchmarks.gpu "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "random_weights": args.random_weights,
-        "duration_per_point_s": duration,
-        "rows": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
+    save_report(args.output, "benchmarks.gpu", argv, rows, gpu_host=machine(),
+                random_weights=args.random_weights, duration_per_point_s=duration)  # fmt: skip
     print(markdown(rows))
-    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

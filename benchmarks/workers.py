@@ -14,14 +14,11 @@ the same fp32 `model.onnx`, so only the serving code differs.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import shlex
 import sys
 from pathlib import Path
 
-from benchmarks.compare import RESULTS, run_contender
+from benchmarks.compare import RESULTS, run_contender, save_report
 from benchmarks.load import add_client_argument
 
 GRID = [(1, 1, "short"), (64, 1, "short"), (32, 8, "short"), (8, 8, "passage")]
@@ -73,17 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = contenders(model, [int(n) for n in args.workers.split(",")], args.baseline_tree)
     for name, command in chosen.items():
         rows += run_contender(name, command, "/embed", grid, args.duration, args.data, args.client)
-    report = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "python": platform.python_version(),
-        "command": "python -m benchmarks.workers "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "duration_per_point_s": args.duration,
-        "rows": rows,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.output}")
+    save_report(args.output, "benchmarks.workers", argv, rows, duration_per_point_s=args.duration)
 
 
 if __name__ == "__main__":
