@@ -40,15 +40,25 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.supervised and (sig == signal.SIGINT or self._draining):
             return
-        if self._draining:  # second signal: stop now
+        if self._draining:  # second signal: answer what is unfinished with 503, stop now
             log.warning("second %s: exiting without waiting", signal.Signals(sig).name)
-            self.should_exit = self.force_exit = True
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._force_exit()))
             return
         self._draining = True
         log.info("%s received: draining (grace %.0f s)", signal.Signals(sig).name, self.grace_s)
         self.app.state.draining = True
         loop = asyncio.get_event_loop()
         loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+
+    async def _force_exit(self) -> None:
+        """Every request not yet answered gets a JSON 503 in its route's shape (instead of
+        being cut off with a plain-text 500), then the server exits."""
+        engine = getattr(self.app.state, "engine", None)
+        if engine is not None:
+            await engine.abort(FORCED_REASON)
+        await asyncio.sleep(FLUSH_S)
+        self.should_exit = self.force_exit = True
 
     async def _drain(self) -> None:
         engine = getattr(self.app.state, "engine", None)
@@ -63,6 +73,12 @@ class DrainingServer(uvicorn.Server):
                 )
         await asyncio.sleep(FLUSH_S)
         self.should_exit = True
+
+
+FORCED_REASON = (
+    "the server was told to stop at once (a second shutdown signal) before this request "
+    "finished; retry, another replica will serve it"
+)
 
 
 def shutdown_reason(grace_s: float) -> str:

@@ -34,6 +34,7 @@ from service.config import Settings
 from service.server import SHUTDOWN_MARGIN_S
 
 log = logging.getLogger(__name__)
+CORE_STOP_SIGNAL = signal.SIGUSR1  # supervisor -> core: the front ends are gone, stop
 CORE_STOP_S = 2.0  # the core's share of SHUTDOWN_MARGIN_S, once the front ends are gone
 MAX_AUTO_WORKERS = 8
 
@@ -86,22 +87,23 @@ def exit_with_parent(interval_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def run_core(settings: Settings, address: str, ready, stop) -> None:
-    """Engine-core process: load the model, answer front ends until the supervisor sets
-    `stop` (after the front ends drained), then finish what is queued. Signals are the
-    supervisor's: the core must outlive the front ends' drain."""
+def run_core(settings: Settings, address: str, ready) -> None:
+    """Engine-core process: load the model, answer front ends until the supervisor sends
+    CORE_STOP_SIGNAL (after the front ends drained), then finish what is queued. SIGINT and
+    SIGTERM are the supervisor's: the core must outlive the front ends' drain. (A signal,
+    not a shared lock: a core killed mid-wait must not leave the supervisor blocked.)"""
     _configure_logging(settings, "core")
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     exit_with_parent()
-    asyncio.run(_core_main(settings, address, ready, stop))
+    asyncio.run(_core_main(settings, address, ready))
     # Everything the core owns is closed by now; interpreter teardown (torch, ONNX Runtime
     # and module finalisers) took seconds on a busy 2-core host, past CORE_STOP_S.
     logging.shutdown()
     os._exit(0)
 
 
-async def _core_main(settings: Settings, address: str, ready, stop) -> None:
+async def _core_main(settings: Settings, address: str, ready) -> None:
     from service.engine.engine import EmbeddingEngine
     from service.engine.ipc import CoreServer
     from service.metrics import Metrics
@@ -111,10 +113,11 @@ async def _core_main(settings: Settings, address: str, ready, stop) -> None:
     server.bind()
     serving = asyncio.get_running_loop().create_task(server.serve())
     await engine.start()  # warm-up and the admission calibration
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(CORE_STOP_SIGNAL, stop.set)
     ready.set()
     log.info("engine core ready on %s (%s)", address, engine.backend_info)
-    while not await asyncio.to_thread(stop.wait, 0.5):
-        pass
+    await stop.wait()
     # the front ends drained (or aborted) already: nothing the core holds is awaited now
     if not await engine.core.drain(CORE_STOP_S / 2):
         await engine.core.abort("server stopped")
@@ -154,7 +157,6 @@ class Supervisor:
         self.workdir = Path(tempfile.mkdtemp(prefix="polyglot-embed-"))
         self.address = f"ipc://{self.workdir / 'core.sock'}"
         self.core: multiprocessing.Process | None = None
-        self.core_stop = self.context.Event()
         self.frontends: list[multiprocessing.Process] = []
         self.stopping = False
 
@@ -200,7 +202,7 @@ class Supervisor:
         ready = self.context.Event()
         self.core = self.context.Process(
             target=run_core,
-            args=(self.settings, self.address, ready, self.core_stop),
+            args=(self.settings, self.address, ready),
             name="engine-core",
         )
         self.core.start()
@@ -229,7 +231,8 @@ class Supervisor:
             if process.is_alive():
                 os.kill(process.pid, signal.SIGTERM)
         codes = [self._stop(p, deadline - time.monotonic()) for p in self.frontends]
-        self.core_stop.set()
+        if self.core is not None and self.core.is_alive():
+            os.kill(self.core.pid, CORE_STOP_SIGNAL)
         codes.append(self._stop(self.core, CORE_STOP_S))
         return 0 if all(code == 0 for code in codes) else 1
 

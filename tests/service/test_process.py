@@ -93,3 +93,31 @@ def test_work_past_the_grace_period_gets_json_503_and_the_exit_is_bounded(cache_
     assert int(openai_response.headers["retry-after"]) >= 1
     assert code == 0
     assert exit_s <= grace + SHUTDOWN_MARGIN_S
+
+
+def test_second_signal_answers_unfinished_work_with_json_503(cache_dir):
+    """A second SIGTERM stops at once, but a request still in inference gets a JSON 503
+    in its route's shape (not a plain-text 500 from a cancelled task)."""
+    long_text = "Embedding services batch many requests together to use the model well. " * 30
+    with server_process(
+        cache_dir, "--graceful-shutdown-s", "60", "--max-batch-tokens", "65536",
+        EMBED_MAX_QUEUE_WAIT_S="100", EMBED_REQUEST_TIMEOUT_S="120",
+    ) as (proc, url):  # fmt: skip
+        rate = metric_value(httpx.get(f"{url}/metrics", timeout=10).text, ESTIMATE)
+        count = min(256, int(rate * 8 / 256))  # ~8 s of work at the estimate, one batch
+        if count * 256 / rate < 3:
+            pytest.skip(f"{rate:.0f} tokens/s: the request finishes before the signals")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            tei = pool.submit(
+                httpx.post, f"{url}/embed", json={"inputs": [long_text] * count}, timeout=60
+            )
+            time.sleep(0.8)  # in inference
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            response = tei.result()
+            proc.wait(timeout=30)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error_type"] == "Unhealthy"
+    assert "second shutdown signal" in response.json()["error"]

@@ -172,3 +172,18 @@ async def test_ipc_round_trip_errors_and_cancellation(tmp_path):
         await remote.stop()
         serving.cancel()
         server.close()
+
+
+def test_second_signal_stops_every_process_at_once(cache_dir):
+    """A second SIGTERM during the drain kills the core and the front ends and the
+    supervisor exits (non-zero) instead of waiting for the grace."""
+    with server_process(cache_dir, "--workers", "2", EMBED_GRACEFUL_SHUTDOWN_S="60") as (
+        proc,
+        url,
+    ):
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) != 0
+        output = proc.stdout.read()
+    assert "second SIGTERM" in output
