@@ -79,6 +79,7 @@ class Metrics:
         self.throughput_estimate = Gauge(
             "embed_throughput_estimate_tokens_per_second",
             "moving estimate of tokens embedded per busy second, used for admission",
+            multiprocess_mode="livemax",  # --workers N: the engine core's value, no pid label
             registry=r,
         )
         # Info metrics are per process (prometheus-client's multiprocess mode cannot share
