@@ -22,7 +22,6 @@ from service.api.schemas import (
     error_responses,
     validate_inputs,
 )
-from service.engine.encoder import postprocess
 from service.engine.engine import EmbeddingEngine
 
 router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api_key)])
@@ -47,12 +46,13 @@ async def create_embeddings(
         as_list(body.input), settings.max_client_batch_size, settings.max_input_chars, "input"
     )
     check_dimensions(body.dimensions, engine.spec.dimension, status=400)
+    # OpenAI re-normalises shortened vectors; otherwise the model's own normalisation
+    normalize = True if body.dimensions is not None else None
     try:
-        result = await engine.embed(texts)
+        result = await engine.embed(texts, normalize=normalize, dimensions=body.dimensions)
     except Exception as exc:
         raise to_api_error(exc) from exc
-    normalize = engine.spec.normalize or body.dimensions is not None
-    vectors = postprocess(result.vectors, normalize, body.dimensions)
+    vectors = result.vectors
     if body.encoding_format == "base64":  # null and "float": floats
         data = [
             {"object": "embedding", "index": i, "embedding": encode_base64(v)}

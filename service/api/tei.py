@@ -24,7 +24,6 @@ from service.api.schemas import (
     error_responses,
     validate_inputs,
 )
-from service.engine.encoder import postprocess
 from service.engine.engine import EmbeddingEngine, Embeddings
 from service.engine.tokenizer import UnknownTokenIdError
 
@@ -38,13 +37,14 @@ async def embed_texts(
     truncate: bool | None,
     direction: str | None,
     prompt_name: str | None,
-    token_level: bool = False,
+    **options,
 ) -> Embeddings:
-    """The engine's vectors; null options take their defaults (truncate, from the right)."""
+    """The engine's vectors (`options`: token_level, normalize, dimensions); null options
+    take their defaults (truncate, from the right)."""
     truncate = True if truncate is None else truncate
     direction = (direction or "right").lower()
     try:
-        return await engine.embed(texts, truncate, direction, prompt_name, token_level=token_level)
+        return await engine.embed(texts, truncate, direction, prompt_name, **options)
     except Exception as exc:  # mapped to a clear HTTP error
         raise to_api_error(exc) from exc
 
@@ -62,10 +62,15 @@ async def embed(body: EmbedRequest, engine: EmbeddingEngine = Depends(get_engine
     texts = request_texts(engine, body.inputs)
     check_dimensions(body.dimensions, engine.spec.dimension)
     result = await embed_texts(
-        engine, texts, body.truncate, body.truncation_direction, body.prompt_name
+        engine,
+        texts,
+        body.truncate,
+        body.truncation_direction,
+        body.prompt_name,
+        normalize=body.normalize,
+        dimensions=body.dimensions,
     )
-    normalize = engine.spec.normalize if body.normalize is None else body.normalize
-    return JSONResponse(postprocess(result.vectors, normalize, body.dimensions))
+    return JSONResponse(result.vectors)
 
 
 # TEI serves `POST /` as /embed for an embedding model; huggingface_hub's InferenceClient
@@ -115,8 +120,9 @@ async def similarity(body: SimilarityRequest, engine: EmbeddingEngine = Depends(
         body.truncate,
         body.truncation_direction,
         body.prompt_name,
+        normalize=True,
     )
-    vectors = postprocess(result.vectors, normalize=True)
+    vectors = result.vectors
     scores = vectors[1:] @ vectors[0]
     return JSONResponse(np.asarray(scores, dtype=np.float32))
 

@@ -1,6 +1,6 @@
 """A batch of token ids -> sentence vectors: pad, run the backend, pool, Dense layers.
 
-Normalisation and `dimensions` are per request, so they happen in `postprocess`."""
+Normalisation and `dimensions` are per request: the engine applies them with `postprocess`."""
 
 from __future__ import annotations
 

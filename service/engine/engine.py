@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from service.backends.base import Backend, BackendInfo
 from service.config import Settings
 from service.engine.core import EngineCore, InprocCore, RequestTimeoutError
-from service.engine.encoder import SentenceEncoder
+from service.engine.encoder import SentenceEncoder, postprocess
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
@@ -197,9 +197,15 @@ class EmbeddingEngine:
         direction: str = "right",
         prompt_name: str | None = None,
         token_level: bool = False,
+        normalize: bool | None = None,
+        dimensions: int | None = None,
     ) -> Embeddings:
-        """Raw vectors for `texts`, batched with every other request in flight;
-        `token_level`: per-token embeddings instead (TEI's /embed_all), same batches."""
+        """Vectors for `texts` [len(texts), dimensions or the model's dimension], batched
+        with every other request in flight: the first `dimensions` components
+        (Matryoshka), L2-normalised when `normalize` (None: as the model's own Normalize
+        module says). `token_level`: the transformer's per-token embeddings instead
+        (TEI's /embed_all; a list of [tokens_i, hidden], never normalised), same batches.
+        Raises the engine's errors (see `service.api.errors.to_api_error`)."""
         prompt = self.prompt_for(prompt_name)
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
             # small requests: a thread hop costs more than tokenising (tens of microseconds)
@@ -210,7 +216,11 @@ class EmbeddingEngine:
             tokens = [replace(t, token_level=True) for t in tokens]
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
-        return Embeddings(await self.core.embed_tokens(tokens), counts)
+        vectors = await self.core.embed_tokens(tokens)
+        if not token_level:
+            normalize = self.spec.normalize if normalize is None else normalize
+            vectors = postprocess(vectors, normalize, dimensions)
+        return Embeddings(vectors, counts)
 
     async def token_strings(
         self, texts: list[str], add_special_tokens: bool = True, prompt_name: str | None = None
