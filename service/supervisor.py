@@ -179,14 +179,12 @@ class Supervisor:
                 process.start()
                 self.frontends.append(process)
             listener.close()
-            log.info("serving on %s:%d with %d front ends", *self._where(), self.workers)
+            where = (self.settings.host, self.settings.port, self.workers)
+            log.info("serving on %s:%d with %d front ends", *where)
             failed = self._watch()
             return self._shutdown() or int(failed)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _where(self) -> tuple[str, int]:
-        return self.settings.host, self.settings.port
 
     def _on_signal(self, signum: int, frame) -> None:
         if self.stopping:

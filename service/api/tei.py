@@ -18,6 +18,7 @@ from service.api.schemas import (
     SimilarityRequest,
     SimpleToken,
     TEIError,
+    TextsRequest,
     TokenizeRequest,
     as_list,
     check_dimensions,
@@ -34,17 +35,15 @@ ERRORS = error_responses(TEIError)
 async def embed_texts(
     engine: EmbeddingEngine,
     texts: list[str],
-    truncate: bool | None,
-    direction: str | None,
-    prompt_name: str | None,
+    body: TextsRequest | SimilarityRequest,
     **options,
 ) -> Embeddings:
-    """The engine's vectors (`options`: token_level, normalize, dimensions); null options
-    take their defaults (truncate, from the right)."""
-    truncate = True if truncate is None else truncate
-    direction = (direction or "right").lower()
+    """The engine's vectors with `body`'s truncation and prompt (null: truncate, from the
+    right); `options`: token_level, normalize, dimensions."""
+    truncate = True if body.truncate is None else body.truncate
+    direction = (body.truncation_direction or "right").lower()
     try:
-        return await engine.embed(texts, truncate, direction, prompt_name, **options)
+        return await engine.embed(texts, truncate, direction, body.prompt_name, **options)
     except Exception as exc:  # mapped to a clear HTTP error
         raise to_api_error(exc) from exc
 
@@ -62,13 +61,7 @@ async def embed(body: EmbedRequest, engine: EmbeddingEngine = Depends(get_engine
     texts = request_texts(engine, body.inputs)
     check_dimensions(body.dimensions, engine.spec.dimension)
     result = await embed_texts(
-        engine,
-        texts,
-        body.truncate,
-        body.truncation_direction,
-        body.prompt_name,
-        normalize=body.normalize,
-        dimensions=body.dimensions,
+        engine, texts, body, normalize=body.normalize, dimensions=body.dimensions
     )
     return JSONResponse(result.vectors)
 
@@ -90,14 +83,7 @@ async def embed_all(body: EmbedAllRequest, engine: EmbeddingEngine = Depends(get
     """Per-token embeddings, no pooling and no normalisation: `[[[float, ...], ...], ...]`,
     per input one row per token (special tokens included, after truncation)."""
     texts = request_texts(engine, body.inputs)
-    result = await embed_texts(
-        engine,
-        texts,
-        body.truncate,
-        body.truncation_direction,
-        body.prompt_name,
-        token_level=True,
-    )
+    result = await embed_texts(engine, texts, body, token_level=True)
     return JSONResponse(result.vectors)
 
 
@@ -115,12 +101,7 @@ async def similarity(body: SimilarityRequest, engine: EmbeddingEngine = Depends(
         [body.inputs.source_sentence], 1, settings.max_input_chars, "inputs.source_sentence"
     )
     result = await embed_texts(
-        engine,
-        [body.inputs.source_sentence, *sentences],
-        body.truncate,
-        body.truncation_direction,
-        body.prompt_name,
-        normalize=True,
+        engine, [body.inputs.source_sentence, *sentences], body, normalize=True
     )
     vectors = result.vectors
     scores = vectors[1:] @ vectors[0]

@@ -37,8 +37,8 @@ class UnknownPromptError(ValueError):
 
 @dataclass(frozen=True)
 class Embeddings:
-    # float32 [n, dimension], not yet normalised; with token_level, a list of n
-    # float32 [tokens_i, hidden] arrays (the transformer's output, unpadded)
+    # float32 [n, dimensions or the model's dimension], normalised as asked; with
+    # token_level, a list of n float32 [tokens_i, hidden] arrays (unpadded, not normalised)
     vectors: np.ndarray | list[np.ndarray]
     token_counts: list[int]
 
@@ -108,7 +108,9 @@ class EmbeddingEngine:
         from service.engine.ipc import RemoteCore
 
         spec, tokenizer = load_model(settings)
-        core = RemoteCore(address, reply_timeout_s=settings.request_timeout_s + 30)
+        # a safety net only: the core answers within request_timeout_s of waiting plus the
+        # request's own work, which admission keeps within request_timeout_s too
+        core = RemoteCore(address, reply_timeout_s=2 * settings.request_timeout_s + 30)
         return cls(settings, spec, tokenizer, core, metrics)
 
     @property

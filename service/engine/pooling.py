@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 EPS = 1e-9
 
@@ -44,10 +44,6 @@ def _masked_sum(xp, tokens, weights):
     return xp.matmul(weights[:, None, :], tokens)[:, 0, :]
 
 
-def _clip_min(xp, values, minimum: float):
-    return xp.where(values < minimum, xp.full_like(values, minimum), values)
-
-
 def pool(tokens, attention_mask, modes: tuple[str, ...]):
     """tokens [batch, seq, hidden] and mask [batch, seq] -> [batch, hidden * len(modes)],
     same array library and dtype as `tokens` (numpy or torch; accumulate in float32 by
@@ -62,22 +58,20 @@ def pool(tokens, attention_mask, modes: tuple[str, ...]):
         if mode == "cls":
             parts.append(tokens[:, 0, :])
         elif mode in ("mean", "mean_sqrt_len"):
-            counts = _clip_min(xp, xp.sum(mask, axis=1, keepdims=True), EPS)
+            counts = xp.clip(xp.sum(mask, axis=1, keepdims=True), min=EPS)
             summed = _masked_sum(xp, tokens, mask)
             parts.append(summed / (counts if mode == "mean" else xp.sqrt(counts)))
         elif mode == "max":
             floor = xp.full_like(tokens, xp.finfo(tokens.dtype).min)
             parts.append(xp.max(xp.where(mask[:, :, None] > 0, tokens, floor), axis=1))
         elif mode == "lasttoken":
-            last = xp.astype(xp.sum(attention_mask, axis=1) - 1, xp.int64)
-            last = xp.where(last < 0, xp.zeros_like(last), last)
-            rows = xp.arange(tokens.shape[0], device=_device(tokens))
+            last = xp.clip(xp.astype(xp.sum(attention_mask, axis=1) - 1, xp.int64), min=0)
+            rows = xp.arange(tokens.shape[0], device=device(tokens))
             parts.append(tokens[rows, last])
         elif mode == "weightedmean":
-            width, device = tokens.shape[1], _device(tokens)
-            positions = xp.arange(1, width + 1, dtype=tokens.dtype, device=device)
+            positions = xp.arange(1, tokens.shape[1] + 1, dtype=tokens.dtype, device=device(tokens))
             weights = positions[None, :] * mask
-            total = _clip_min(xp, xp.sum(weights, axis=1, keepdims=True), EPS)
+            total = xp.clip(xp.sum(weights, axis=1, keepdims=True), min=EPS)
             parts.append(_masked_sum(xp, tokens, weights) / total)
         else:
             raise ValueError(f"unsupported pooling mode: {mode}")
@@ -88,10 +82,4 @@ def l2_normalize(vectors):
     """Rows scaled to unit L2 norm ([n, dim] -> [n, dim]; zero rows stay zero)."""
     xp = array_namespace(vectors)
     norms = xp.sqrt(xp.sum(vectors * vectors, axis=1, keepdims=True))
-    return vectors / _clip_min(xp, norms, 1e-12)
-
-
-def _device(array):
-    from array_api_compat import device
-
-    return device(array)
+    return vectors / xp.clip(norms, min=1e-12)
