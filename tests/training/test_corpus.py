@@ -12,7 +12,7 @@ import polib
 import pytest
 
 from training.corpus import gettext, libreoffice_help
-from training.corpus.build import BuildConfig, build
+from training.corpus.build import BuildConfig, build, sample_train
 from training.corpus.debian import Package, fetch, licence_of
 from training.corpus.filters import FilterConfig, FilterStats, Pair, cap_ui_share, filter_pairs
 from training.data import read_parallel
@@ -185,6 +185,35 @@ def test_ui_share_is_capped_at_random():
     kept = cap_ui_share(other + ui, FilterConfig(max_ui_share=0.3), stats, seed=0)
     assert sum(p.ui for p in kept) == 3  # 0.3 / 0.7 * 7
     assert stats.by_source() == {"u": {"ui_share_cap": {"de": 7}}}
+
+
+def test_train_sample_is_balanced_seeded_and_keeps_order():
+    pairs = [Pair(f"english sentence {i}", f"Satz {i}", "de", "h") for i in range(50)]
+    pairs += [Pair(f"english line {i}", f"phrase {i}", "fr", "h") for i in range(5)]
+    sample = sample_train(pairs, 10, seed=1)
+    by_language = {lang: [p for p in sample if p.language == lang] for lang in ("de", "fr")}
+    assert len(by_language["de"]) == 10 and len(by_language["fr"]) == 5
+    assert by_language["de"] != pairs[:10]  # a random draw, not the head of the list
+    assert sample == sorted(sample, key=pairs.index)
+    assert sample == sample_train(pairs, 10, seed=1)
+    assert sample_train(pairs, None, seed=1) == pairs
+
+
+def test_build_records_the_train_sample_in_the_card(tmp_path):
+    config = BuildConfig(
+        languages=["de"],
+        output=tmp_path / "corpus",
+        data_dir=_eval_folder(tmp_path),
+        dev_per_language=1,
+        max_train_per_language=2,
+        filters=FilterConfig(max_ui_share=0.5),
+    )
+    card = build(config, fetcher=_fake_packages(tmp_path).get, command="build")
+    assert card["pairs"]["train"]["de"] == 2
+    assert card["train_pairs_before_sampling"]["de"] == 4
+    assert "at most 2 pairs per language, from de 4" in (
+        (tmp_path / "corpus" / "DATA_CARD.md").read_text()
+    )
 
 
 def test_build_writes_tsv_that_distill_reads_and_a_data_card(tmp_path):

@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--apt-update", action="store_true", help="run apt-get update first (root)")
     b.add_argument("--dev-per-language", type=int, default=500)
+    b.add_argument(
+        "--max-pairs-per-language",
+        type=int,
+        help="train pairs kept per language: a seeded random sample (default: all)",
+    )
     b.add_argument("--max-translations-per-english", type=int, default=3)
     b.add_argument("--max-ui-share", type=float, default=0.3, help="of a language's pairs")
     b.add_argument("--seed", type=int, default=42)
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         sources=sources,
         data_dir=resolve_data_dir(args.data),
         dev_per_language=args.dev_per_language,
+        max_train_per_language=args.max_pairs_per_language,
         seed=args.seed,
         filters=FilterConfig(
             max_translations_per_english=args.max_translations_per_english,

@@ -45,6 +45,7 @@ class BuildConfig:
     sources: tuple[str, ...] = SOURCES
     data_dir: Path | None = None  # evaluation sets to exclude (stsb dev/test, Tatoeba)
     dev_per_language: int = 500
+    max_train_per_language: int | None = None  # a balanced, seeded random sample
     seed: int = 42
     filters: FilterConfig = field(default_factory=FilterConfig)
 
@@ -133,6 +134,23 @@ def split_dev(pairs: list[Pair], per_language: int, seed: int) -> tuple[list[Pai
     return train, dev
 
 
+def sample_train(pairs: list[Pair], per_language: int | None, seed: int) -> list[Pair]:
+    """At most `per_language` train pairs of each language, drawn uniformly at random
+    (seeded) from all of that language's pairs, kept in their original order; all pairs
+    when `per_language` is None. Used for a balanced sample that fits a training budget."""
+    if not per_language:
+        return pairs
+    rng = random.Random(seed)
+    by_language: dict[str, list[int]] = {}
+    for index, pair in enumerate(pairs):
+        by_language.setdefault(pair.language, []).append(index)
+    keep: set[int] = set()
+    for language in sorted(by_language):
+        indices = by_language[language]
+        keep.update(rng.sample(indices, min(per_language, len(indices))))
+    return [pair for index, pair in enumerate(pairs) if index in keep]
+
+
 def write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
     """`english<TAB>translation` lines, gzip-compressed, UTF-8 without BOM."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +195,8 @@ def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> d
     kept = filter_pairs(candidates, config.filters, evaluation, stats)
     kept = cap_ui_share(kept, config.filters, stats, config.seed)
     train, dev = split_dev(kept, config.dev_per_language, config.seed)
+    available = dict(Counter(p.language for p in train))
+    train = sample_train(train, config.max_train_per_language, config.seed)
     counts = write_corpus(config.output, train, dev)
     card = {
         "command": command,
@@ -200,6 +220,8 @@ def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> d
         "filters": {**asdict(config.filters), "removed": stats.by_source()},
         "evaluation_sets_excluded": eval_files,
         "dev_per_language": config.dev_per_language,
+        "max_train_per_language": config.max_train_per_language,
+        "train_pairs_before_sampling": available,
     }
     from training.corpus.card import write_data_card
 

@@ -14,6 +14,18 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def _sampling_line(card: dict) -> str:
+    cap = card.get("max_train_per_language")
+    if not cap:
+        return "- Train split: every pair that passed the filters."
+    before = card.get("train_pairs_before_sampling", {})
+    counts = ", ".join(f"{lang} {n}" for lang, n in sorted(before.items()))
+    return (
+        f"- Train split: a seeded random sample (seed {card['seed']}) of at most {cap} pairs "
+        f"per language, from {counts} that passed the filters."
+    )
+
+
 def render(card: dict) -> str:
     """The markdown data card."""
     languages = card["languages"]
@@ -27,6 +39,7 @@ def render(card: dict) -> str:
         f"- Wall time: {card['wall_time_s']} s; seed {card['seed']}",
         f"- Dev split: about {card['dev_per_language']} pairs per language, chosen by English "
         "sentence; a dev English sentence is in no train file.",
+        _sampling_line(card),
         f"- Evaluation sets excluded: {len(card['evaluation_sets_excluded'])} files "
         "(stsb-multi-mt dev/test, Tatoeba): every pair whose English or translated side "
         "matches one of their sentences (case and punctuation ignored) is dropped."
