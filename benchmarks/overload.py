@@ -112,12 +112,18 @@ async def burst(
         limits = httpx.Limits(max_connections=requests + 8)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
         rss_before = psutil.Process(pid).memory_info().rss
-        health: list[int] = []
+        health: list[int | str] = []
 
         async def watch_health(stop: asyncio.Event) -> None:
-            while not stop.is_set():
-                health.append((await client.get("/health")).status_code)
-                await asyncio.sleep(0.05)
+            # its own connection: a pooled one the server closed after a burst response
+            # (keep-alive timeout) would read as a failed check
+            async with httpx.AsyncClient(base_url=url, timeout=120) as own:
+                while not stop.is_set():
+                    try:
+                        health.append((await own.get("/health")).status_code)
+                    except httpx.HTTPError as exc:
+                        health.append(type(exc).__name__)
+                    await asyncio.sleep(0.05)
 
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_health(stop))
@@ -161,6 +167,11 @@ async def burst(
         "only_200_and_429": set(statuses) <= {200, 429},
         "count_5xx": sum(v for k, v in statuses.items() if isinstance(k, int) and k >= 500),
         "retry_after_on_every_429": len(retry_after) == statuses.get(429, 0),
+        "turned_away_after_admission_inputs": int(
+            metric(after, "embed_turned_away_inputs_total")
+            - metric(warm, "embed_turned_away_inputs_total")
+        ),
+        "throughput_estimate_after_tokens_per_s": round(metric(after, ESTIMATE)),
         "retry_after_s_min_median_max": [
             min(retry_after),
             int(np.median(retry_after)),

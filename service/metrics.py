@@ -76,6 +76,12 @@ class Metrics:
             "inputs refused with 429 (queue full, or wait over max_queue_wait_s)",
             registry=r,
         )
+        self.turned_away = Counter(
+            "embed_turned_away_inputs",
+            "admitted inputs later refused with 429 before they started, when the measured "
+            "drain rate dropped (also counted in embed_rejected_inputs)",
+            registry=r,
+        )
         self.throughput_estimate = Gauge(
             "embed_throughput_estimate_tokens_per_second",
             "moving estimate of tokens embedded per busy second, used for admission",

@@ -14,10 +14,11 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -26,7 +27,10 @@ from service.engine.admission import (
     QueueFullError,
     QueueLoad,
     ThroughputEstimator,
+    Waiting,
     check_admission,
+    late_requests,
+    retry_after_s,
 )
 from service.engine.tokenizer import TokenizedText
 
@@ -50,6 +54,7 @@ class PendingRequest:
     results: list[np.ndarray | None] = field(default_factory=list)
     remaining: int = 0
     started: bool = False  # some of its texts went into a batch: it will be finished
+    admitted_at: float = 0.0  # on the batcher's clock
 
     def __post_init__(self) -> None:
         self.results = [None] * self.size
@@ -126,8 +131,9 @@ class Batcher:
         quiet_after_s: float = 1.0,
         admission: AdmissionLimits | None = None,
         estimator: ThroughputEstimator | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.embed_fn, self.limits = embed_fn, limits
+        self.embed_fn, self.limits, self.clock = embed_fn, limits, clock
         self.admission = admission or AdmissionLimits(limits.max_queued_inputs)
         self.estimator = estimator or ThroughputEstimator()
         # called once on the event loop when no work has arrived for quiet_after_s
@@ -148,6 +154,8 @@ class Batcher:
         self._current: list[WorkItem] = []  # the window being computed
         self._inference_running = False
         self._last_batch_end = 0.0
+        self._running_tokens = 0  # taken from the queue, not finished
+        self._batch_started = 0.0
 
     # -------------------------------------------------------------- admission
 
@@ -168,9 +176,19 @@ class Batcher:
         """True while the inference thread is inside embed_fn (also after an abort)."""
         return self._inference_running
 
+    def load(self) -> QueueLoad:
+        """The work ahead of a request arriving now: the queue and the unfinished rest of
+        the batches taken from it."""
+        return QueueLoad(
+            len(self._queue),
+            self._queued_tokens,
+            self._running_tokens,
+            self.clock() - self._batch_started if self._running_tokens else 0.0,
+        )
+
     def queued_seconds(self) -> float:
-        """Estimated busy seconds to embed what waits in the queue now."""
-        return self.estimator.seconds_for(self._queued_tokens)
+        """Estimated seconds until everything queued or running now is done."""
+        return self.load().seconds_ahead(self.estimator.tokens_per_s)
 
     def submit(self, texts: list[TokenizedText]) -> PendingRequest:
         """Queue a request's texts. Raises ShuttingDownError (503), and from
@@ -178,14 +196,16 @@ class Batcher:
         if not self._accepting:
             raise ShuttingDownError("server is shutting down; send the request elsewhere")
         check_admission(
-            QueueLoad(len(self._queue), self._queued_tokens),
+            self.load(),
             len(texts),
             sum(t.length for t in texts),
             self.estimator,
             self.admission,
         )
-        request = PendingRequest(len(texts), asyncio.get_running_loop().create_future())
-        now = time.monotonic()
+        now = self.clock()
+        request = PendingRequest(
+            len(texts), asyncio.get_running_loop().create_future(), admitted_at=now
+        )
         self._queue.extend(WorkItem(t, request, i, now) for i, t in enumerate(texts))
         self._queued_tokens += sum(t.length for t in texts)
         self._idle.clear()
@@ -204,6 +224,51 @@ class Batcher:
         if len(self._queue) != before:
             self.on_queue_depth(len(self._queue))
         self._update_idle()
+
+    def turn_away_late(self) -> int:
+        """Fail with QueueFullError (429, limit max_queue_wait_s) every queued request that
+        has not started and, at the current estimate, would start more than
+        `max_queue_wait_s` after its admission (see `admission.late_requests`). Called after
+        each batch, when the estimate may have dropped. Returns the inputs turned away."""
+        limit = self.admission.max_queue_wait_s
+        if not self._queue or not math.isfinite(limit):
+            return 0
+        rate = self.estimator.tokens_per_s
+        load = self.load()
+        ahead_s = replace(load, inputs=0, tokens=0).seconds_ahead(rate)  # the running rest
+        waiting: dict[int, Waiting] = {}
+        for item in self._queue:
+            request = item.request
+            if request.finished:
+                continue
+            if request.started:  # its rest is at the head of the queue: it goes first
+                ahead_s += item.text.length / rate
+                continue
+            known = waiting.get(id(request))
+            tokens = item.text.length + (known.tokens if known else 0)
+            waiting[id(request)] = Waiting(request, tokens, request.admitted_at)
+        now = self.clock()
+        late = late_requests(waiting.values(), ahead_s, now, rate, limit)
+        inputs = 0
+        for item, ahead in late:
+            request: PendingRequest = item.request  # type: ignore[assignment]
+            inputs += request.size
+            request.future.set_exception(
+                QueueFullError(
+                    f"server busy: admitted {now - request.admitted_at:.1f} s ago, this "
+                    f"request would start in about {ahead:.1f} s at the measured "
+                    f"{rate:.0f} tokens/s, past max_queue_wait_s ({limit:g} s); turned away "
+                    "before it started; retry later or elsewhere",
+                    retry_after_s(ahead),
+                    "max_queue_wait_s",
+                )
+            )
+        if late:
+            self._queue = collections.deque(it for it in self._queue if not it.request.finished)
+            self._queued_tokens = sum(it.text.length for it in self._queue)
+            self.on_queue_depth(len(self._queue))
+            log.info("turned away %d late requests (%d inputs)", len(late), inputs)
+        return inputs
 
     # -------------------------------------------------------------- worker
 
@@ -238,6 +303,7 @@ class Batcher:
                 failed += 1
         self._queue.clear()
         self._queued_tokens = 0
+        self._running_tokens = 0
         self._busy = False
         self._current = []
         self.on_queue_depth(0)
@@ -312,7 +378,7 @@ class Batcher:
         # give concurrent requests up to max_wait (from the oldest text's arrival) to join
         deadline = self._queue[0].enqueued + self.limits.max_wait_s
         while not self._window_is_full():
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock()
             if remaining <= 0:
                 break
             self._wakeup.clear()
@@ -329,8 +395,9 @@ class Batcher:
             try:
                 window, saturated = self._window()
                 self._current = window
+                self._running_tokens = sum(it.text.length for it in window)
                 # work was ready from its oldest text's arrival (or the previous batch's end)
-                ready_at = min((it.enqueued for it in window), default=time.monotonic())
+                ready_at = min((it.enqueued for it in window), default=self.clock())
                 for batch in plan_batches(window, self.limits):
                     live = [it for it in batch if not it.request.finished]
                     if live:
@@ -341,6 +408,7 @@ class Batcher:
                 log.exception("batcher round failed")
             finally:
                 self._current = []
+                self._running_tokens = 0
                 self._busy = False
                 self._update_idle()
 
@@ -359,10 +427,11 @@ class Batcher:
         ready_at: float,
     ) -> None:
         texts = [it.text for it in batch]
-        started = time.monotonic()
+        started = self._batch_started = self.clock()
         try:
             vectors = await loop.run_in_executor(self._executor, self._embed_in_thread, texts)
         except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
+            self._running_tokens -= sum(t.length for t in texts)
             log.exception("inference failed for a batch of %d inputs", len(batch))
             self.on_failure(exc)
             error = BatchFailedError(f"inference failed: {type(exc).__name__}: {exc}")
@@ -370,7 +439,9 @@ class Batcher:
                 if not item.request.finished:
                     item.request.future.set_exception(error)
             return
-        ended = time.monotonic()
+        ended = self.clock()
+        self._running_tokens -= sum(t.length for t in texts)
+        self._batch_started = ended
         # busy time includes the gap since the previous batch (result hand-out, the event
         # loop's other work): under load that gap is part of what each batch costs
         busy = ended - max(self._last_batch_end, ready_at)
@@ -385,6 +456,7 @@ class Batcher:
         )
         if saturated:
             self.estimator.observe(stats.real_tokens, busy)
+        self.turn_away_late()
         self.on_batch(stats)
         for item, vector in zip(batch, vectors):
             request = item.request

@@ -132,9 +132,10 @@ class InprocCore:
 
     async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray:
         """Admit, queue, batch, and wait. Raises QueueFullError (429) or RequestTooLargeError
-        (413) at admission, ShuttingDownError, BatchFailedError, or RequestTimeoutError when
-        the request waited `request_timeout_s` without starting; a cancelled caller frees
-        its queue slots."""
+        (413) at admission; QueueFullError (429) also when the request is turned away
+        before it started because the measured drain rate dropped; ShuttingDownError,
+        BatchFailedError, or RequestTimeoutError when the request waited
+        `request_timeout_s` without starting. A cancelled caller frees its queue slots."""
         try:
             request = self.batcher.submit(tokens)
         except QueueFullError:
@@ -142,6 +143,10 @@ class InprocCore:
             raise
         try:
             return await self._wait(request)
+        except QueueFullError:  # admitted, then turned away before it started
+            self.metrics.rejected.inc(len(tokens))
+            self.metrics.turned_away.inc(len(tokens))
+            raise
         except asyncio.CancelledError:
             self.batcher.cancel(request)  # client went away: free its queue slots
             raise

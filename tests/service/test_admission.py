@@ -18,7 +18,9 @@ from service.engine.admission import (
     QueueLoad,
     RequestTooLargeError,
     ThroughputEstimator,
+    Waiting,
     check_admission,
+    late_requests,
     retry_after_s,
 )
 from service.engine.batcher import Batcher, BatchLimits, BatchStats, ShuttingDownError
@@ -47,7 +49,41 @@ def test_estimator_weights_by_busy_time_not_by_batch_count():
     est = ThroughputEstimator(prior_tokens_per_s=4000.0, prior_weight_s=1.0, memory_s=5.0)
     for _ in range(10):  # ten tiny batches of 10 ms at half the rate barely move it
         est.observe(20, 0.01)
-    assert est.tokens_per_s > 3600.0
+    assert est.average_tokens_per_s > 3600.0
+    # the recent rate covers at least recent_min_s (0.5 s): the 0.1 s observed at 2000
+    # tokens/s, the other 0.4 s at the average
+    recent = (200 + est.average_tokens_per_s * 0.4) / 0.5
+    assert est.recent_tokens_per_s == pytest.approx(recent)
+    assert est.tokens_per_s == pytest.approx(recent) and recent > 3200.0
+
+
+def test_estimator_drops_within_one_batch_and_rises_only_with_the_average():
+    est = ThroughputEstimator(prior_tokens_per_s=4000.0, prior_weight_s=1.0, memory_s=5.0)
+    assert est.recent_tokens_per_s is None
+    est.observe(1400, 0.7)  # one batch drained at 2000 tokens/s (contention)
+    assert est.tokens_per_s == pytest.approx(2000.0)  # at once, not after the average
+    assert est.average_tokens_per_s > 3000.0
+    est.observe(2800, 0.7)  # the next two at 4000 tokens/s: the slow batch drops out...
+    est.observe(2800, 0.7)
+    assert est.recent_tokens_per_s == pytest.approx(4000.0)
+    # ...and the estimate is the average, still below 4000 after the slow batch
+    assert est.tokens_per_s == pytest.approx(est.average_tokens_per_s)
+    assert est.tokens_per_s < 4000.0
+    est.reset(3000.0)  # calibration replaces the history, the recent batches too
+    assert est.recent_tokens_per_s is None and est.tokens_per_s == pytest.approx(3000.0)
+
+
+def test_estimator_recent_window_spans_two_batches_and_half_a_second():
+    est = ThroughputEstimator(prior_tokens_per_s=1000.0, recent_batches=2, recent_min_s=0.5)
+    est.observe(300, 0.3)  # 1000/s
+    est.observe(600, 0.3)  # 2000/s
+    est.observe(900, 0.3)  # 3000/s: the last two cover 0.6 s -> (600 + 900) / 0.6
+    assert est.recent_tokens_per_s == pytest.approx(2500.0)
+    est.observe(40, 0.01)
+    est.observe(40, 0.01)  # two tiny batches: reaches back to 0.5 s and more
+    assert est.recent_tokens_per_s == pytest.approx((80 + 900 + 600) / 0.62)
+    with pytest.raises(ValueError):
+        ThroughputEstimator(recent_batches=0)
 
 
 def test_estimator_ignores_empty_observations_and_can_be_reset():
@@ -86,6 +122,38 @@ def test_wait_bound_rejects_with_retry_after_from_the_estimate():
     with pytest.raises(QueueFullError) as info:  # own 5 s alone exceeds the bound
         check_admission(QueueLoad(1, 300), 1, 5000, estimator(), LIMITS)
     assert info.value.retry_after_s == 1
+
+
+def test_work_ahead_includes_the_rest_of_the_running_batch():
+    # 800 tokens running for 0.3 s at 1000 tokens/s: 0.5 s left; 1000 queued: 1 s more
+    queue = QueueLoad(inputs=10, tokens=1000, running_tokens=800, running_elapsed_s=0.3)
+    assert queue.seconds_ahead(1000.0) == pytest.approx(1.5)
+    # a batch running longer than estimated counts as finishing now, never negative
+    assert QueueLoad(0, 0, 800, 5.0).seconds_ahead(1000.0) == 0.0
+    check_admission(queue, 1, 500, estimator(), LIMITS)  # 1.5 + 0.5 = 2 s: admitted
+    with pytest.raises(QueueFullError) as info:  # 1.5 + 0.6 s: the running rest counts
+        check_admission(queue, 1, 600, estimator(), LIMITS)
+    assert info.value.retry_after_s == 2  # ceil(1.5): the work ahead, running rest included
+    check_admission(QueueLoad(10, 1000), 1, 600, estimator(), LIMITS)  # without it: 1.6 s
+    # an empty queue still admits, whatever runs (the request starts with the next batch)
+    check_admission(QueueLoad(0, 0, 10_000, 0.0), 1, 600, estimator(), LIMITS)
+
+
+def test_late_requests_are_those_that_would_start_past_the_bound_after_admission():
+    # at 1000 tokens/s, now = 10 s, bound 2 s; 0.5 s of the running batch left
+    waiting = [
+        Waiting("head", 1000, admitted_at=7.0),  # waited 3 s already, but starts next
+        Waiting("a", 500, admitted_at=9.0),  # starts at 11.5: 2.5 s after admission
+        Waiting("b", 200, admitted_at=9.9),  # a is gone: starts at 11.5, 1.6 s after
+        Waiting("c", 300, admitted_at=9.5),  # starts at 11.7: 2.2 s after
+    ]
+    late = late_requests(waiting, 0.5, 10.0, 1000.0, 2.0)
+    assert [(item.request, ahead) for item, ahead in late] == [
+        ("a", pytest.approx(1.5)),
+        ("c", pytest.approx(1.7)),
+    ]
+    assert late_requests(waiting, 0.5, 10.0, 1e9, 2.0) == []  # fast enough: nobody
+    assert late_requests(waiting[:1], 60.0, 10.0, 1.0, 2.0) == []  # the head never
 
 
 def test_slower_estimate_turns_the_same_queue_away():
@@ -210,3 +278,70 @@ async def test_abort_answers_queued_and_running_requests_with_the_reason():
     embed.release.set()
     await batcher.stop()
     assert not math.isnan(batcher.estimator.tokens_per_s)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_batcher_turns_away_queued_requests_when_the_drain_rate_drops():
+    clock, est = FakeClock(), estimator(1000.0)
+    batcher = Batcher(
+        lambda texts: np.ones((len(texts), 4), dtype=np.float32),
+        BatchLimits(1000, 100, 0.0, 1000),
+        admission=AdmissionLimits(1000, max_queue_wait_s=2.0, request_timeout_s=10.0),
+        estimator=est,
+        clock=clock,
+    )
+    # not started: four requests of 450 tokens, each admitted at 1000 tokens/s (the last
+    # one: 1.35 s queued + 0.45 s own = 1.8 s <= 2 s)
+    requests = [batcher.submit([_text(45)] * 10) for _ in range(4)]
+    assert batcher.queue_depth == 40 and batcher.turn_away_late() == 0
+    clock.now += 0.5
+    est.observe(500, 1.0)  # a batch drained at 500 tokens/s: the estimate halves at once
+    assert est.tokens_per_s == pytest.approx(500.0)
+    # at 500 tokens/s each request is 0.9 s: the second starts at 100.5 + 0.9 = 101.4
+    # (1.4 s after admission, kept); the third at 102.3 (2.3 s: late), and so the fourth
+    assert batcher.turn_away_late() == 20
+    assert not requests[0].finished and not requests[1].finished
+    for request in requests[2:]:
+        with pytest.raises(QueueFullError) as info:
+            await request.future
+        assert info.value.limit == "max_queue_wait_s" and info.value.retry_after_s == 2
+        assert "turned away before it started" in str(info.value)
+    assert batcher.queue_depth == 20 and batcher.queued_tokens == 900
+    # and admission applies the same rate: 1.8 s queued + 0.9 s own > 2 s
+    with pytest.raises(QueueFullError):
+        batcher.submit([_text(45)] * 10)
+    await batcher.stop()
+    for request in requests[:2]:
+        with pytest.raises(ShuttingDownError):
+            await request.future
+
+
+async def test_running_batch_counts_ahead_of_a_new_request():
+    embed = GatedEmbed()
+    batcher = Batcher(
+        embed,
+        BatchLimits(1000, 100, 0.0, 1000),
+        admission=AdmissionLimits(1000, max_queue_wait_s=2.0, request_timeout_s=10.0),
+        estimator=estimator(1000.0),
+    )
+    batcher.start()
+    running = batcher.submit([_text(100)] * 10)  # 1000 tokens = 1 s at the estimate
+    await asyncio.to_thread(embed.entered.wait, 5)
+    load = batcher.load()
+    assert load.inputs == 0 and load.running_tokens == 1000
+    assert 0.0 < batcher.queued_seconds() <= 1.0
+    queued = batcher.submit([_text(100)] * 5)  # empty queue: admitted behind the batch
+    with pytest.raises(QueueFullError):  # ~1 s running + 0.5 s queued + 0.6 s > 2 s
+        batcher.submit([_text(100)] * 6)
+    embed.release.set()
+    await running.future
+    await queued.future
+    assert batcher.load().running_tokens == 0
+    await batcher.stop()
