@@ -13,7 +13,8 @@ Order of the checks (each names its limit):
 
 1. more inputs than the queue can ever hold (`max_queued_inputs`) -> 413;
 2. more work than the server can do within `request_timeout_s` even when idle -> 413,
-   with the number of inputs that would fit;
+   with the number of inputs that would fit (judged at the moving average, not at the
+   last batches' rate, which a stall or a burst's contention can lower for a while);
 3. the queue holds `max_queued_inputs` inputs already (memory guard) -> 429;
 4. the work ahead of it (the rest of the batch now running plus everything queued) and
    the request itself would take longer than `max_queue_wait_s` -> 429. A request that
@@ -203,17 +204,21 @@ def check_admission(
             f"({limits.max_queued_inputs}, max_queued_inputs); split the request",
             "max_queued_inputs",
         )
-    rate = estimator.tokens_per_s
-    own_s = tokens / rate
-    if own_s > limits.request_timeout_s:
-        fitting = max(1, math.floor(inputs * limits.request_timeout_s / own_s))
+    # "even when idle": the moving average, not the last batches (a stall or a burst's
+    # contention must not make an ordinary request look impossible)
+    idle_rate = estimator.average_tokens_per_s
+    idle_s = tokens / idle_rate
+    if idle_s > limits.request_timeout_s:
+        fitting = max(1, math.floor(inputs * limits.request_timeout_s / idle_s))
         raise RequestTooLargeError(
-            f"this request ({inputs} inputs, {tokens} tokens) needs about {own_s:.0f} s of "
-            f"inference at this server's throughput ({rate:.0f} tokens/s) even when idle, "
-            f"more than request_timeout_s ({limits.request_timeout_s:g} s); split it into "
-            f"requests of at most about {fitting} such inputs",
+            f"this request ({inputs} inputs, {tokens} tokens) needs about {idle_s:.0f} s of "
+            f"inference at this server's throughput ({idle_rate:.0f} tokens/s) even when "
+            f"idle, more than request_timeout_s ({limits.request_timeout_s:g} s); split it "
+            f"into requests of at most about {fitting} such inputs",
             "request_timeout_s",
         )
+    rate = estimator.tokens_per_s
+    own_s = tokens / rate
     ahead_s = queue.seconds_ahead(rate)
     if queue.inputs + inputs > limits.max_queued_inputs:
         raise QueueFullError(

@@ -192,6 +192,16 @@ def test_work_beyond_request_timeout_even_when_idle_is_413_saying_how_to_split()
     assert "overloaded" not in message
 
 
+def test_a_stall_lowers_the_wait_estimate_but_never_makes_a_request_413():
+    est = ThroughputEstimator(prior_tokens_per_s=1000.0, prior_weight_s=1.0, memory_s=5.0)
+    est.observe(5, 1.0)  # one batch of 5 tokens stalled for 1 s: recent rate 5 tokens/s
+    assert est.tokens_per_s == pytest.approx(5.0) and est.average_tokens_per_s > 400.0
+    # 500 tokens: 100 s at the recent rate, ~1 s at the average: not "too large" (413)...
+    check_admission(QueueLoad(0, 0), 5, 500, est, LIMITS)
+    with pytest.raises(QueueFullError):  # ...but the wait bound uses the recent rate
+        check_admission(QueueLoad(1, 5), 5, 500, est, LIMITS)
+
+
 def test_429_maps_to_retry_after_header():
     error = to_api_error(QueueFullError("busy", 7, "max_queue_wait_s"))
     assert error.status == 429 and error.headers == {"Retry-After": "7"}
