@@ -355,3 +355,42 @@ async def test_running_batch_counts_ahead_of_a_new_request():
     await queued.future
     assert batcher.load().running_tokens == 0
     await batcher.stop()
+
+
+async def test_queued_requests_are_turned_away_with_429_when_a_batch_drains_slowly(
+    cache_dir, recording_backend
+):
+    """Through the app: a stalled batch lowers the measured drain rate, and the requests
+    queued behind the next one, now past max_queue_wait_s since admission, get 429 at once
+    (counted in both metrics); the one at the head of the queue is served."""
+    from tests.service.conftest import async_running, metric_value
+
+    settings = Settings(_env_file=None, cache_dir=cache_dir, max_queue_wait_s=1.0,
+                        max_batch_size=1, max_wait_ms=0)  # fmt: skip
+    async with async_running(settings, recording_backend) as client:
+        batcher = client.app.state.engine.core.batcher
+        recording_backend.gate.clear()
+        recording_backend.entered.clear()
+        first = asyncio.create_task(client.post("/embed", json={"inputs": ["first"]}))
+        await asyncio.to_thread(recording_backend.entered.wait, 10)
+        queued = [
+            asyncio.create_task(client.post("/embed", json={"inputs": [f"queued {i}"]}))
+            for i in range(3)
+        ]
+        while batcher.queue_depth < 3:  # all three admitted at the start-up estimate
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.1)  # the batch stalls past max_queue_wait_s
+        recording_backend.gate.set()
+        responses = await asyncio.gather(first, *queued)
+        after = await client.post("/embed", json={"inputs": ["after"]})
+        metrics = (await client.get("/metrics")).text
+    assert [r.status_code for r in responses] == [200, 200, 429, 429]
+    for response in responses[2:]:
+        assert int(response.headers["retry-after"]) >= 1
+        message = response.json()["error"]
+        assert "turned away before it started" in message
+        assert "max_queue_wait_s (1 s)" in message
+    assert after.status_code == 200
+    assert metric_value(metrics, "embed_turned_away_inputs_total") == 2
+    assert metric_value(metrics, "embed_rejected_inputs_total") == 2
+    assert metric_value(metrics, "embed_queue_depth") == 0
