@@ -115,6 +115,7 @@ class RawHTTPClient:
         self.host, self.port = parsed.hostname, parsed.port or 80
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.retry_after: str | None = None  # the last response's Retry-After header
 
     async def post(self, route: str, payload: bytes) -> int:
         if self.writer is None:
@@ -123,7 +124,7 @@ class RawHTTPClient:
                 f"\r\nContent-Length: {len(payload)}\r\n\r\n").encode()  # fmt: skip
         self.writer.write(head + payload)
         status_line = await self.reader.readline()
-        length, closing = 0, False
+        length, closing, self.retry_after = 0, False, None
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b""):
@@ -133,6 +134,8 @@ class RawHTTPClient:
                 length = int(value)
             elif name.lower() == "connection" and "close" in value.lower():
                 closing = True
+            elif name.lower() == "retry-after":
+                self.retry_after = value.strip()
         await self.reader.readexactly(length)
         if closing:
             await self.close()

@@ -12,7 +12,7 @@ RSS before / at peak / after, whether /health stayed 200, and how long until a s
 request is served at its pre-burst latency again.
 
     python -m benchmarks.overload [--capacity N] [--max-queue-wait-s S] [--burst-factor 10]
-        [--inputs 8] [--length short|passage] [--bursts 1]
+        [--inputs 8] [--length short|passage] [--bursts 1] [--client httpx|raw]
 
 With --bursts 2 the second burst meets the estimate the first one taught the server.
 """
@@ -34,11 +34,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.compare import free_port, wait_healthy
-from benchmarks.load import ResourceSampler
+from benchmarks.load import RawHTTPClient, ResourceSampler
 from benchmarks.texts import texts as load_texts
 from service.config import Settings
 
@@ -79,6 +80,20 @@ async def _timed(client: httpx.AsyncClient, body: dict) -> tuple[int | str, floa
     return response.status_code, time.perf_counter() - started, response.headers.get("retry-after")
 
 
+async def _timed_raw(url: str, payload: bytes) -> tuple[int | str, float, str | None]:
+    """The same with the minimal client of benchmarks.load (its own connection, body
+    serialised beforehand): far less client CPU on the cores the server uses."""
+    client = RawHTTPClient(url)
+    started = time.perf_counter()
+    try:
+        status = await client.post("/embed", payload)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        return type(exc).__name__, time.perf_counter() - started, None
+    finally:
+        await client.close()
+    return status, time.perf_counter() - started, client.retry_after
+
+
 async def burst(
     url: str,
     pid: int,
@@ -88,6 +103,7 @@ async def burst(
     inputs: int,
     length: str = "short",
     data=None,
+    client_kind: str = "httpx",
 ) -> dict:
     corpus = load_texts(length, data)
     span = max(len(corpus) - inputs, 1)
@@ -128,8 +144,13 @@ async def burst(
         stop = asyncio.Event()
         watcher = asyncio.create_task(watch_health(stop))
         with ResourceSampler(pid) as sampler:
+            if client_kind == "raw":
+                payloads = [orjson.dumps(body(i)) for i in range(requests)]
+                calls = [_timed_raw(url, payload) for payload in payloads]
+            else:
+                calls = [_timed(client, body(i)) for i in range(requests)]
             started = time.perf_counter()
-            results = await asyncio.gather(*(_timed(client, body(i)) for i in range(requests)))
+            results = await asyncio.gather(*calls)
             burst_seconds = time.perf_counter() - started
             stop.set()
             await watcher
@@ -162,6 +183,7 @@ async def burst(
         "burst_inputs": requests * inputs,
         "burst_requests": requests,
         "inputs_per_request": inputs,
+        "client": client_kind,
         "statuses": {str(k): v for k, v in statuses.items()},
         "share_429": round(statuses.get(429, 0) / requests, 3),
         "only_200_and_429": set(statuses) <= {200, 429},
@@ -223,6 +245,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--inputs", type=int, default=8, help="inputs per request")
     p.add_argument("--length", choices=["short", "passage"], default="short")
     p.add_argument("--data")
+    p.add_argument(
+        "--client",
+        choices=["httpx", "raw"],
+        default="httpx",
+        help="burst client (raw: benchmarks.load's minimal client, little CPU of its own)",
+    )
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/overload.json"))
     args = p.parse_args(argv)
     port = free_port()
@@ -263,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
                     args.inputs,
                     args.length,
                     args.data,
+                    args.client,
                 )
             )
             for _ in range(args.bursts)
