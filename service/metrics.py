@@ -84,7 +84,8 @@ class Metrics:
         )
         self.throughput_estimate = Gauge(
             "embed_throughput_estimate_tokens_per_second",
-            "moving estimate of tokens embedded per busy second, used for admission",
+            "the queue's drain rate used for admission: tokens completed per busy second "
+            "(the smaller of a moving average and the last batches' rate)",
             multiprocess_mode="livemax",  # --workers N: the engine core's value, no pid label
             registry=r,
         )
