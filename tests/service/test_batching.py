@@ -49,7 +49,10 @@ async def test_concurrent_requests_get_their_own_vectors_in_order(
         [" ".join(rng.choices(words, k=rng.randint(1, 60))) for _ in range(rng.randint(1, 6))]
         for _ in range(40)
     ]
-    settings = Settings(_env_file=None, cache_dir=cache_dir, max_batch_tokens=512, max_wait_ms=20)
+    # admission is not under test: a wait bound no machine reaches here (a loaded CPU drains
+    # 512-token batches slowly enough that the default 5 s turned some requests away)
+    settings = Settings(_env_file=None, cache_dir=cache_dir, max_batch_tokens=512, max_wait_ms=20,
+                        max_queue_wait_s=50)  # fmt: skip
     async with async_running(settings, recording_backend) as client:
         responses = await asyncio.gather(
             *(client.post("/embed", json={"inputs": texts}) for texts in requests)
