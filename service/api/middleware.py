@@ -8,24 +8,16 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import ApiError, error_body
 from service.metrics import Metrics
 
 MAX_JSON_DEPTH = 32
 
 
 async def _send_json(send: Send, status: int, body: dict, path: str) -> None:
-    if path.startswith("/v1/"):
-        payload = {
-            "error": {
-                "message": body["error"],
-                "type": "invalid_request_error",
-                "param": None,
-                "code": body["code"],
-            }
-        }
-    else:
-        payload = {"error": body["error"], "error_type": "Validation"}
-    data = orjson.dumps(payload)
+    """Answer `body` ({"error": message, "code": ...}) in the shape of the route at `path`."""
+    error = ApiError(status, body["error"], code=body["code"])
+    data = orjson.dumps(error_body(path, error))
     await send(
         {
             "type": "http.response.start",

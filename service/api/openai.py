@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 
 from service.api.deps import get_engine, require_api_key
-from service.api.errors import ApiError, to_api_error
+from service.api.errors import ApiError
 from service.api.responses import JSONResponse
 from service.api.schemas import (
     OpenAIEmbeddingRequest,
@@ -48,10 +48,7 @@ async def create_embeddings(
     check_dimensions(body.dimensions, engine.spec.dimension, status=400)
     # OpenAI re-normalises shortened vectors; otherwise the model's own normalisation
     normalize = True if body.dimensions is not None else None
-    try:
-        result = await engine.embed(texts, normalize=normalize, dimensions=body.dimensions)
-    except Exception as exc:
-        raise to_api_error(exc) from exc
+    result = await engine.embed(texts, normalize=normalize, dimensions=body.dimensions)
     vectors = result.vectors
     if body.encoding_format == "base64":  # null and "float": floats
         data = [

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import get_engine, require_api_key
-from service.api.errors import ApiError, to_api_error
+from service.api.errors import ApiError
 from service.api.responses import JSONResponse
 from service.api.schemas import (
     DecodeRequest,
@@ -26,7 +26,6 @@ from service.api.schemas import (
     validate_inputs,
 )
 from service.engine.engine import EmbeddingEngine, Embeddings
-from service.engine.tokenizer import UnknownTokenIdError
 
 router = APIRouter(tags=["TEI"], dependencies=[Depends(require_api_key)])
 ERRORS = error_responses(TEIError)
@@ -39,13 +38,11 @@ async def embed_texts(
     **options,
 ) -> Embeddings:
     """The engine's vectors with `body`'s truncation and prompt (null: truncate, from the
-    right); `options`: token_level, normalize, dimensions."""
+    right); `options`: token_level, normalize, dimensions. The engine's errors are mapped
+    to HTTP by the app's handlers (service.api.errors)."""
     truncate = True if body.truncate is None else body.truncate
     direction = (body.truncation_direction or "right").lower()
-    try:
-        return await engine.embed(texts, truncate, direction, body.prompt_name, **options)
-    except Exception as exc:  # mapped to a clear HTTP error
-        raise to_api_error(exc) from exc
+    return await engine.embed(texts, truncate, direction, body.prompt_name, **options)
 
 
 def request_texts(engine: EmbeddingEngine, inputs: str | list[str]) -> list[str]:
@@ -114,10 +111,7 @@ async def tokenize(body: TokenizeRequest, engine: EmbeddingEngine = Depends(get_
     start, stop}, ...]` (`start`/`stop`: UTF-8 byte offsets; null for special tokens)."""
     texts = request_texts(engine, body.inputs)
     add_special = True if body.add_special_tokens is None else body.add_special_tokens
-    try:
-        tokens = await engine.token_strings(texts, add_special, body.prompt_name)
-    except Exception as exc:
-        raise to_api_error(exc) from exc
+    tokens = await engine.token_strings(texts, add_special, body.prompt_name)
     return JSONResponse(tokens)
 
 
@@ -133,10 +127,7 @@ async def decode(body: DecodeRequest, engine: EmbeddingEngine = Depends(get_engi
             param="ids",
         )
     skip = True if body.skip_special_tokens is None else body.skip_special_tokens
-    try:
-        texts = await run_in_threadpool(engine.tokenizer.decode, body.ids, skip)
-    except UnknownTokenIdError as exc:
-        raise ApiError(422, str(exc), param="ids") from exc
+    texts = await run_in_threadpool(engine.tokenizer.decode, body.ids, skip)
     return JSONResponse(texts)
 
 
