@@ -5,10 +5,10 @@ model."""
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import get_engine, require_api_key
+from service.api.deps import engine_of, require_api_key, require_serving
 from service.api.errors import ApiError
 from service.api.responses import JSONResponse
 from service.api.schemas import (
@@ -27,7 +27,9 @@ from service.api.schemas import (
 )
 from service.engine.engine import EmbeddingEngine, Embeddings
 
-router = APIRouter(tags=["TEI"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["TEI"], dependencies=[Depends(require_serving)])
+# the routes TEI answers 424 for an embedding model: the key is checked, not the model
+other_model_types = APIRouter(tags=["TEI"], dependencies=[Depends(require_api_key)])
 ERRORS = error_responses(TEIError)
 
 
@@ -53,8 +55,9 @@ def request_texts(engine: EmbeddingEngine, inputs: str | list[str]) -> list[str]
 
 
 @router.post("/embed", response_model=list[list[float]], responses=ERRORS)
-async def embed(body: EmbedRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def embed(body: EmbedRequest, request: Request):
     """Embed one text or a list of texts: `[[float, ...], ...]`, one row per input."""
+    engine = engine_of(request)
     texts = request_texts(engine, body.inputs)
     check_dimensions(body.dimensions, engine.spec.dimension)
     result = await embed_texts(
@@ -76,17 +79,19 @@ router.add_api_route(
 
 
 @router.post("/embed_all", response_model=list[list[list[float]]], responses=ERRORS)
-async def embed_all(body: EmbedAllRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def embed_all(body: EmbedAllRequest, request: Request):
     """Per-token embeddings, no pooling and no normalisation: `[[[float, ...], ...], ...]`,
     per input one row per token (special tokens included, after truncation)."""
+    engine = engine_of(request)
     texts = request_texts(engine, body.inputs)
     result = await embed_texts(engine, texts, body, token_level=True)
     return JSONResponse(result.vectors)
 
 
 @router.post("/similarity", response_model=list[float], responses=ERRORS)
-async def similarity(body: SimilarityRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def similarity(body: SimilarityRequest, request: Request):
     """Cosine similarity of `source_sentence` to each of `sentences`: `[float, ...]`."""
+    engine = engine_of(request)
     settings = engine.settings
     sentences = validate_inputs(
         body.inputs.sentences,
@@ -106,9 +111,10 @@ async def similarity(body: SimilarityRequest, engine: EmbeddingEngine = Depends(
 
 
 @router.post("/tokenize", response_model=list[list[SimpleToken]], responses=ERRORS)
-async def tokenize(body: TokenizeRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def tokenize(body: TokenizeRequest, request: Request):
     """The model's tokens of each input, untruncated: per input `[{id, text, special,
     start, stop}, ...]` (`start`/`stop`: UTF-8 byte offsets; null for special tokens)."""
+    engine = engine_of(request)
     texts = request_texts(engine, body.inputs)
     add_special = True if body.add_special_tokens is None else body.add_special_tokens
     tokens = await engine.token_strings(texts, add_special, body.prompt_name)
@@ -116,8 +122,9 @@ async def tokenize(body: TokenizeRequest, engine: EmbeddingEngine = Depends(get_
 
 
 @router.post("/decode", response_model=list[str], responses=ERRORS)
-async def decode(body: DecodeRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def decode(body: DecodeRequest, request: Request):
     """Token ids back to text: one string per list of ids."""
+    engine = engine_of(request)
     limit = engine.settings.max_client_batch_size
     if len(body.ids) > limit:
         raise ApiError(
@@ -166,7 +173,7 @@ def _not_this_model(path: str):
 
 
 for _path in NOT_THIS_MODEL:
-    router.add_api_route(
+    other_model_types.add_api_route(
         _path,
         _not_this_model(_path),
         methods=["POST"],

@@ -100,3 +100,21 @@ def test_engine_errors_map_to_statuses():
     unknown = to_api_error(UnknownTokenIdError(0, 1, 99, 10))
     assert (unknown.status, unknown.param) == (422, "ids")
     assert "99" in unknown.message
+
+
+def test_key_and_readiness_are_checked_before_the_body(cache_dir):
+    """One route dependency checks the API key, then that the model serves, before FastAPI
+    validates the body; the 424 routes check only the key."""
+    settings = Settings(_env_file=None, cache_dir=cache_dir, api_key="k")
+    client = TestClient(create_app(settings))  # no lifespan: the model is not loaded
+    bad_body = {"inputs": 5, "input": 5}
+    assert client.post("/embed", json=bad_body).status_code == 401
+    assert client.post("/v1/embeddings", json=bad_body).json()["error"]["code"] == (
+        "missing_api_key"
+    )
+    assert client.post("/rerank", json={}).status_code == 401
+    key = {"Authorization": "Bearer k"}
+    loading = client.post("/embed", json=bad_body, headers=key)
+    assert loading.status_code == 503 and loading.json()["error_type"] == "Unhealthy"
+    assert client.get("/v1/models", headers=key).status_code == 503
+    assert client.post("/rerank", json={}, headers=key).status_code == 424
