@@ -34,13 +34,17 @@ def scope_for(route: str, body: bytes) -> dict:
             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
 
 
-async def measure(route: str, requests: int, repeats: int) -> list[float]:
-    """Microseconds per request, one figure per repeat (after 200 warm-up requests)."""
+async def measure(
+    route: str, requests: int, repeats: int, cache_dir: str | None = None
+) -> list[float]:
+    """Microseconds per request, one figure per repeat (after 200 warm-up requests), on the
+    fp32 ONNX file (`cache_dir`: the export cache; None: the default)."""
     from service.app import create_app
     from service.config import Settings
     from service.engine.engine import Embeddings
 
-    app = create_app(Settings(onnx_file="model.onnx"))
+    options = {"cache_dir": cache_dir} if cache_dir else {}
+    app = create_app(Settings(onnx_file="model.onnx", **options))
     body = BODIES[route]
     scope = scope_for(route, body)
     async with app.router.lifespan_context(app):
