@@ -132,3 +132,26 @@ def test_pyspy_summary_shares_of_a_raw_profile(tmp_path):
     assert " 75.0%  inference thread: ONNX Runtime Session.run" in text
     assert " 25.0%          tokenising" in text
     assert " 25.0%    ASGI stack: uvicorn -> middlewares -> route" in text
+
+
+def test_onnx_pooling_variants_give_the_served_vectors(bundled_model, cache_dir, tmp_path):
+    import numpy as np
+
+    from benchmarks.onnx_pooling import feeds_for, pooled_graph, session, variants
+    from service.artifacts import source_fingerprint
+    from service.engine.pipeline import onnx_pipeline
+    from service.variants import fresh_fp32_dir
+
+    fingerprint = source_fingerprint(bundled_model)
+    onnx_file = fresh_fp32_dir(bundled_model, bundled_model, cache_dir, fingerprint) / "model.onnx"
+
+    pipeline = onnx_pipeline(bundled_model, onnx_file)
+    host = session(onnx_file)
+    graph = session(pooled_graph(onnx_file, tmp_path / "pooled.onnx"))
+    feeds = feeds_for(pipeline, ["short", "a somewhat longer text that pads the first one"])
+    runs = variants(host, graph, pipeline.encoder.head, feeds, pipeline.spec.hidden_size)
+    served = pipeline.encode(["short", "a somewhat longer text that pads the first one"])
+    for run in runs.values():
+        vectors = run()
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.testing.assert_allclose(vectors, served, atol=1e-5)
