@@ -206,9 +206,9 @@ def run_contender(name, command, route, grid, duration, data, client="raw") -> l
 def raw_onnx_upper_bound(model: Path, grid, duration: float, data) -> list[dict]:
     """The same encoder the service runs, called in-process on batches as large as the
     service's token budget allows: the ceiling for HTTP + batching overhead."""
-    from training.export_report import VariantEncoder
+    from service.engine.pipeline import onnx_pipeline
 
-    encoder = VariantEncoder(model, model / "onnx" / "model.onnx")
+    encoder = onnx_pipeline(model, model / "onnx" / "model.onnx")
     rows = []
     for _, inputs, length in grid:
         corpus = load_texts(length, data)

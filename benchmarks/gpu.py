@@ -53,7 +53,7 @@ def random_weights_copy(source: Path, target: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModel
 
-    from training.export import transformer_dir
+    from service.artifacts import transformer_dir
 
     source, target = Path(source), Path(target)
     shutil.rmtree(target, ignore_errors=True)
@@ -114,32 +114,31 @@ class GpuSampler:
 
 class InProcessCeiling:
     """The served pipeline without HTTP or batching: tokenised texts -> backend -> pooling,
-    built the way the service builds it (`EmbeddingEngine.load`)."""
+    built by the service's own factory (`service.engine.pipeline.served_pipeline`)."""
 
     def __init__(self, model: Path, backend: str, device: str) -> None:
         from service.config import Settings
-        from service.engine.engine import EmbeddingEngine
-        from service.metrics import Metrics
+        from service.engine.pipeline import served_pipeline
 
         settings = Settings(_env_file=None, model=str(model), backend=backend, device=device)
-        self.engine = EmbeddingEngine.load(settings, Metrics())
+        self.pipeline = served_pipeline(settings)
 
     def sentences_per_s(self, corpus: list[str], batch: int, seconds: float) -> float:
         """Sentences/s at a fixed batch size, tokenising outside the timed loop."""
         batch = max(1, min(batch, len(corpus)))
         chunks = [
-            self.engine.tokenize(corpus[i : i + batch], truncate=True)
+            self.pipeline.tokenizer.encode(corpus[i : i + batch], truncate=True)
             for i in range(0, len(corpus) - batch + 1, batch)
         ][:64]
-        self.engine.core.encoder.embed(chunks[0])  # warm-up
+        self.pipeline.encoder.embed(chunks[0])  # warm-up
         done, started, i = 0, time.perf_counter(), 0
         while time.perf_counter() - started < seconds:
-            self.engine.core.encoder.embed(chunks[i % len(chunks)])
+            self.pipeline.encoder.embed(chunks[i % len(chunks)])
             done, i = done + batch, i + 1
         return done / (time.perf_counter() - started)
 
     def close(self) -> None:
-        self.engine.core.encoder.backend.close()
+        self.pipeline.close()
 
 
 def serve(model: Path, backend: str, device: str, extra: list[str]) -> tuple[subprocess.Popen, str]:

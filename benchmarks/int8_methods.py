@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from service.engine.pipeline import load_model, onnx_pipeline
 from service.int8 import constant_weights
-from service.variants import SAMPLE, VariantEncoder, batch_invariance, cosine_stats
+from service.variants import SAMPLE, batch_invariance, cosine_stats
 from training.export_report import throughput
 
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     en1, en2, gold = load_sts(args.data, "en")
     _, de2, _ = load_sts(args.data, "de")
     texts = SAMPLE + en1 + en2 + de2
-    encoders = {method: VariantEncoder(args.model, files[method]) for method in methods}
+    encoders = {method: onnx_pipeline(args.model, files[method]) for method in methods}
     if not args.speed_only:
         reference = encoders["fp32"].encode(texts) if "fp32" in encoders else None
         for method, encoder in encoders.items():
@@ -103,11 +104,7 @@ class _TextCalibration:
     so padding never enters the calibrated ranges)."""
 
     def __init__(self, model_dir: Path, sentences: list[str], input_names: set[str]) -> None:
-        from service.engine.model_spec import load_model_spec
-        from service.engine.tokenizer import ModelTokenizer
-
-        spec = load_model_spec(model_dir)
-        tokenizer = ModelTokenizer(spec.transformer_path, spec.max_seq_length)
+        _, tokenizer = load_model(model_dir)
         self.feeds = []
         for tokens in tokenizer.encode(sentences):
             ids = np.asarray([tokens.ids], dtype=np.int64)

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import csv
 import itertools
+import os
 from pathlib import Path
 
-from training.evaluate import resolve_data_dir
-from training.export_report import SAMPLE
+from service.variants import SAMPLE
+
+
+def resolve_data_dir(data: str | Path | None) -> Path | None:
+    """`--data`, else `$POLYGLOT_DATA`, else `../shared/data` if it exists (the lookup of
+    training.evaluate.resolve_data_dir, here so that the serving benchmarks need no
+    training code)."""
+    for candidate in (data, os.environ.get("POLYGLOT_DATA"), Path("../shared/data")):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
 
 
 def sentences(data: str | None = None, limit: int = 4000) -> list[str]:

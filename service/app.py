@@ -102,6 +102,7 @@ def create_app(
     app.state.draining = False
     install_error_handlers(app)
     app.include_router(tei.router)
+    app.include_router(tei.other_model_types)
     app.include_router(openai_routes.router)
     app.include_router(ops.router)
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)

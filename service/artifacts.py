@@ -51,6 +51,17 @@ class StaleOnnxError(RuntimeError):
     """An ONNX file was not exported from the model folder's current weights."""
 
 
+def transformer_dir(model_dir: Path) -> Path:
+    """The folder of the Transformer module inside a sentence-transformers model folder."""
+    model_dir = Path(model_dir)
+    modules_file = model_dir / "modules.json"
+    if modules_file.exists():
+        for module in json.loads(modules_file.read_text()):
+            if module["type"].endswith("Transformer"):
+                return model_dir / module["path"]
+    return model_dir
+
+
 # ---------------------------------------------------------------- variant kinds
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from service import artifacts
 from service.artifacts import FP32_FILE, ONNX_SUBDIR, PER_TOKEN_INT8_FILE
+from service.engine.pipeline import ModelPipeline, onnx_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -66,34 +67,6 @@ CPU_PREFERENCE = (PER_TOKEN_INT8_FILE, artifacts.STATIC_INT8_FILE)
 CUDA_PREFERENCE = (artifacts.FP16_FILE, "model_O4.onnx")
 
 
-class VariantEncoder:
-    """The service's inference path over one ONNX file (numpy in, vectors out)."""
-
-    def __init__(self, model_dir: Path, file: Path, device: str = "cpu") -> None:
-        from service.backends.onnx import OnnxBackend
-        from service.engine.encoder import SentenceEncoder, postprocess
-        from service.engine.model_spec import load_model_spec
-        from service.engine.tokenizer import ModelTokenizer
-
-        self.spec = load_model_spec(model_dir)
-        self.tokenizer = ModelTokenizer(self.spec.transformer_path, self.spec.max_seq_length)
-        self.backend = OnnxBackend(file, device)
-        self.encoder = SentenceEncoder(self.spec, self.backend, self.tokenizer.pad_id)
-        self._postprocess = postprocess
-
-    def encode(self, sentences: list[str], batch_size: int = 32, **_: object) -> np.ndarray:
-        """float32 [len(sentences), dimension], as the service returns them."""
-        out = []
-        for start in range(0, len(sentences), batch_size):
-            tokens = self.tokenizer.encode(sentences[start : start + batch_size])
-            out.append(self.encoder.embed(tokens))
-        vectors = np.concatenate(out) if out else np.zeros((0, self.spec.dimension), np.float32)
-        return self._postprocess(vectors, self.spec.normalize)
-
-    def close(self) -> None:
-        self.backend.close()
-
-
 def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(mean, min) row-wise cosine of two [n, dim] arrays."""
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
@@ -102,7 +75,7 @@ def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(cos.mean()), float(cos.min())
 
 
-def batch_invariance(encoder) -> float:
+def batch_invariance(encoder: ModelPipeline) -> float:
     """Minimum cosine between a probe's vector encoded alone and the same probe inside
     batches of other texts (a short neighbour, a long one that pads it, the whole sample,
     probe first and last). 1.0 for a batch-invariant variant; the bar is INVARIANCE_BAR."""
@@ -134,7 +107,7 @@ def check_variant(model_dir: Path, file: Path, reference: np.ndarray, device: st
     """Parity to `reference` (vectors of SAMPLE) and batch invariance of one file: a report
     row with kind, mean/min cosine, invariance, rule and `passed`."""
     kind = artifacts.variant_kind(file.name)
-    encoder = VariantEncoder(model_dir, file, device)
+    encoder = onnx_pipeline(model_dir, file, device)
     try:
         mean, minimum = cosine_stats(encoder.encode(SAMPLE), reference)
         invariance = batch_invariance(encoder)
@@ -226,7 +199,7 @@ def build_per_token_int8(
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / PER_TOKEN_INT8_FILE
     quantize_per_token(fp32_dir / FP32_FILE, target)
-    fp32 = VariantEncoder(model_dir, fp32_dir / FP32_FILE)
+    fp32 = onnx_pipeline(model_dir, fp32_dir / FP32_FILE)
     reference = fp32.encode(SAMPLE)
     fp32.close()
     row = check_variant(model_dir, target, reference, "cpu")

@@ -106,3 +106,52 @@ def test_workers_benchmark_commands(tmp_path):
     assert commands["baseline"][:2] == ["bash", "-c"]
     assert f"cd {tmp_path / 'before'}" in commands["baseline"][2]
     assert "--max-queue-wait-s" not in commands["baseline"][2]
+
+
+def test_asgi_overhead_times_the_app_without_the_model(cache_dir):
+    from benchmarks.asgi_overhead import measure
+
+    for route in ("/embed", "/v1/embeddings"):
+        figures = asyncio.run(measure(route, requests=20, repeats=2, cache_dir=str(cache_dir)))
+        assert len(figures) == 2 and all(f > 0 for f in figures)
+
+
+def test_pyspy_summary_shares_of_a_raw_profile(tmp_path):
+    from benchmarks.pyspy_summary import read_samples, summarise
+
+    raw = tmp_path / "prof.txt"
+    loop = "Runner.run (asyncio/runners.py:118);RequestResponseCycle.run_asgi (uvicorn/x.py:4)"
+    raw.write_text(
+        f"{loop};ModelTokenizer.encode (service/engine/tokenizer.py:70) 1\n"
+        "Thread.run (threading.py:1);Session.run (onnxruntime/capi/x.py:220) 3\n"
+    )
+    stacks = read_samples(raw)
+    assert stacks[1] == (["Thread.run (threading.py)", "Session.run (onnxruntime/capi/x.py)"], 3)
+    text = summarise(stacks, top=5)
+    assert "total samples 4" in text
+    assert " 75.0%  inference thread: ONNX Runtime Session.run" in text
+    assert " 25.0%          tokenising" in text
+    assert " 25.0%    ASGI stack: uvicorn -> middlewares -> route" in text
+
+
+def test_onnx_pooling_variants_give_the_served_vectors(bundled_model, cache_dir, tmp_path):
+    import numpy as np
+
+    from benchmarks.onnx_pooling import feeds_for, pooled_graph, session, variants
+    from service.artifacts import source_fingerprint
+    from service.engine.pipeline import onnx_pipeline
+    from service.variants import fresh_fp32_dir
+
+    fingerprint = source_fingerprint(bundled_model)
+    onnx_file = fresh_fp32_dir(bundled_model, bundled_model, cache_dir, fingerprint) / "model.onnx"
+
+    pipeline = onnx_pipeline(bundled_model, onnx_file)
+    host = session(onnx_file)
+    graph = session(pooled_graph(onnx_file, tmp_path / "pooled.onnx"))
+    feeds = feeds_for(pipeline, ["short", "a somewhat longer text that pads the first one"])
+    runs = variants(host, graph, pipeline.encoder.head, feeds, pipeline.spec.hidden_size)
+    served = pipeline.encode(["short", "a somewhat longer text that pads the first one"])
+    for run in runs.values():
+        vectors = run()
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.testing.assert_allclose(vectors, served, atol=1e-5)

@@ -17,13 +17,18 @@ status is 1 when `model.onnx` (served when nothing else passed) failed its parit
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 from pathlib import Path
 
 from service import artifacts
-from service.artifacts import FP16_FILE, FP32_FILE, ONNX_SUBDIR, PER_TOKEN_INT8_FILE
+from service.artifacts import (
+    FP16_FILE,
+    FP32_FILE,
+    ONNX_SUBDIR,
+    PER_TOKEN_INT8_FILE,
+    transformer_dir,
+)
 
 log = logging.getLogger(__name__)
 CPU_LEVELS = ("O1", "O2", "O3")
@@ -34,17 +39,6 @@ QUANT_ARCHS = (PER_TOKEN, "avx512_vnni", "avx2", "arm64")
 
 class GpuRequiredError(RuntimeError):
     """An fp16 / O4 export was asked for on a machine without CUDA."""
-
-
-def transformer_dir(model_dir: Path) -> Path:
-    """The folder of the Transformer module inside a sentence-transformers model folder."""
-    model_dir = Path(model_dir)
-    modules_file = model_dir / "modules.json"
-    if modules_file.exists():
-        for module in json.loads(modules_file.read_text()):
-            if module["type"].endswith("Transformer"):
-                return model_dir / module["path"]
-    return model_dir
 
 
 def export_fp32(model_dir: Path, target_dir: Path | None = None) -> Path:

@@ -1,11 +1,12 @@
 """Parity, batch invariance and speed of each ONNX variant against the torch model:
 `onnx/report.json` (rows stamped with the source fingerprint, service.artifacts).
 
-Each variant runs through the service's own inference path (tokenizer, ONNX Runtime,
-pooling, Dense, Normalize; service.variants), so what passes here is exactly what the
-service serves. A variant passes when its parity bar, the batch-invariance bar (a text's
-vector alone vs inside batches of other texts, cosine >= 0.99999) and, for int8 with
-`--data`, the STS bar (>= 99 % of the torch model's Spearman) all hold."""
+Each variant runs through the service's own pipeline, built by the service's one factory
+(`service.engine.pipeline.onnx_pipeline`: tokenizer with the model's `do_lower_case`, ONNX
+Runtime, pooling, Dense, Normalize), so what passes here is exactly what the service
+serves. A variant passes when its parity bar, the batch-invariance bar (a text's vector
+alone vs inside batches of other texts, cosine >= 0.99999) and, for int8 with `--data`,
+the STS bar (>= 99 % of the torch model's Spearman) all hold."""
 
 from __future__ import annotations
 
@@ -16,16 +17,11 @@ import time
 from pathlib import Path
 
 from service import artifacts
-from service.variants import (
-    SAMPLE,
-    VariantEncoder,
-    batch_invariance,
-    cosine_stats,
-    judge,
-)
+from service.engine.pipeline import onnx_pipeline
+from service.variants import SAMPLE, batch_invariance, cosine_stats, judge
 
 log = logging.getLogger(__name__)
-__all__ = ["SAMPLE", "VariantEncoder", "cosine_stats", "measure_variants", "write_report"]
+__all__ = ["SAMPLE", "cosine_stats", "measure_variants", "write_report"]
 
 STS_KEEP_BAR = 0.99  # an int8 variant keeps >= 99 % of the reference's Spearman
 
@@ -85,7 +81,7 @@ def measure_variants(
         file = model_dir / "onnx" / name
         kind = artifacts.variant_kind(name)
         device = "cuda" if kind == "fp16" else "cpu"
-        encoder = VariantEncoder(model_dir, file, device)
+        encoder = onnx_pipeline(model_dir, file, device)
         mean, minimum = cosine_stats(encoder.encode(SAMPLE), reference)
         sts = sts_spearman(encoder, data_dir) if reference_sts is not None else None
         delta = None if sts is None else sts - reference_sts
@@ -105,6 +101,7 @@ def measure_variants(
             "bar": rule,
             "passed": passed,
         }
+        encoder.close()
         if not passed:
             log.warning(
                 "%s failed its bar (%s): mean %.5f min %.5f invariance %.7f",
@@ -145,9 +142,7 @@ def write_report(
     """Measure, print the table, and merge the results into `onnx/report.json`."""
     model_dir = Path(model_dir)
     variants = measure_variants(model_dir, files, data_dir, speed_seconds)
-    from training.export import transformer_dir
-
-    fingerprint = artifacts.source_fingerprint(transformer_dir(model_dir))
+    fingerprint = artifacts.source_fingerprint(artifacts.transformer_dir(model_dir))
     path = artifacts.merge_report(
         model_dir / artifacts.ONNX_SUBDIR,
         variants,

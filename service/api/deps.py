@@ -1,4 +1,6 @@
-"""Request dependencies: the engine of the running app, and the API-key check."""
+"""Request dependencies: the API-key check and, for routes that need the model, the check
+that it is serving, as ONE route dependency (`require_serving`); routes then take the
+engine with `engine_of(request)`."""
 
 from __future__ import annotations
 
@@ -9,12 +11,25 @@ from fastapi import Request
 from service.api.errors import ApiError
 from service.engine.engine import EmbeddingEngine
 
-# Both dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
 # thread pool, a thread hop per request that showed in the profile of the 64-client load.
+# And there is one per route, not two: solving each FastAPI dependency costs about as much
+# Python as validating the body (docs/benchmarks.md, "per-request Python work").
 
 
-async def get_engine(request: Request) -> EmbeddingEngine:
-    """The running engine; 503 while loading or draining."""
+async def require_serving(request: Request) -> None:
+    """401/403 as `check_api_key` says, then 503 while the model loads or the server drains."""
+    check_api_key(request)
+    check_serving(request)
+
+
+def engine_of(request: Request) -> EmbeddingEngine:
+    """The running engine (after `require_serving` passed)."""
+    return request.app.state.engine
+
+
+def check_serving(request: Request) -> None:
+    """503 while loading or draining."""
     engine = getattr(request.app.state, "engine", None)
     if request.app.state.draining:
         raise ApiError(
@@ -25,7 +40,6 @@ async def get_engine(request: Request) -> EmbeddingEngine:
         )
     if engine is None or not engine.ready:
         raise ApiError(503, "model is not loaded yet; retry shortly", headers={"Retry-After": "1"})
-    return engine
 
 
 def key_matches(presented: bytes, keys: list[bytes]) -> bool:

@@ -10,7 +10,8 @@ from service.api.responses import JSONResponse
 from service.engine.admission import QueueFullError, RequestTooLargeError
 from service.engine.batcher import BatchFailedError, ShuttingDownError
 from service.engine.engine import RequestTimeoutError, UnknownPromptError
-from service.engine.tokenizer import TextTooLongError
+from service.engine.ipc import EngineCoreGoneError
+from service.engine.tokenizer import TextTooLongError, UnknownTokenIdError
 
 # TEI's error_type names, and the OpenAI `type` that goes with each status family
 TEI_TYPES = {
@@ -57,9 +58,11 @@ def openai_type(status: int) -> str:
     return "invalid_request_error"
 
 
-def render(request: Request, error: ApiError) -> JSONResponse:
-    if request.url.path.startswith("/v1/"):
-        body = {
+def error_body(path: str, error: ApiError) -> dict:
+    """The one place that decides the error shape: OpenAI's `{"error": {message, type,
+    param, code}}` under /v1/, TEI's `{"error", "error_type"}` everywhere else."""
+    if path.startswith("/v1/"):
+        return {
             "error": {
                 "message": error.message,
                 "type": openai_type(error.status),
@@ -67,8 +70,12 @@ def render(request: Request, error: ApiError) -> JSONResponse:
                 "code": error.code,
             }
         }
-    else:
-        body = {"error": error.message, "error_type": TEI_TYPES.get(error.status, "Validation")}
+    return {"error": error.message, "error_type": TEI_TYPES.get(error.status, "Validation")}
+
+
+def render(request: Request, error: ApiError) -> JSONResponse:
+    """`error` as the JSON response of the route `request` went to."""
+    body = error_body(request.url.path, error)
     return JSONResponse(body, status_code=error.status, headers=error.headers)
 
 
@@ -97,7 +104,7 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None, in
 
 
 def to_api_error(exc: Exception) -> ApiError:
-    """Map engine exceptions to HTTP statuses."""
+    """Map engine exceptions to HTTP statuses (anything unknown: 500 naming its type)."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, QueueFullError):
@@ -114,6 +121,10 @@ def to_api_error(exc: Exception) -> ApiError:
         )
     if isinstance(exc, ShuttingDownError):
         return ApiError(503, str(exc), code="shutting_down", headers=_retry_after(1))
+    if isinstance(exc, EngineCoreGoneError):
+        return ApiError(503, str(exc), code="engine_unavailable", headers=_retry_after(1))
+    if isinstance(exc, UnknownTokenIdError):
+        return ApiError(422, str(exc), param="ids")
     if isinstance(exc, BatchFailedError):
         return ApiError(500, str(exc), code="inference_failed")
     return ApiError(500, f"internal error: {type(exc).__name__}", code="internal_error")
@@ -123,25 +134,48 @@ def _retry_after(seconds: int) -> dict[str, str]:
     return {"Retry-After": str(seconds)}
 
 
+# the engine's own errors; anything else a route raises is answered by `_internal`
+ENGINE_ERRORS = (
+    QueueFullError,
+    RequestTooLargeError,
+    TextTooLongError,
+    UnknownPromptError,
+    UnknownTokenIdError,
+    RequestTimeoutError,
+    ShuttingDownError,
+    EngineCoreGoneError,
+    BatchFailedError,
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
-        return render(request, exc)
+    """Map every error to HTTP here, in the shape of the route it came from: `ApiError`,
+    the engine's errors (`to_api_error`), request validation (422, 400 under /v1/ as
+    OpenAI answers) and, last, any other exception (500; the server still logs it)."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    for kind in ENGINE_ERRORS:
+        app.add_exception_handler(kind, _engine_error)
+    app.add_exception_handler(Exception, _internal)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):
-        message, param, status = validation_message(exc)
-        if request.url.path.startswith("/v1/") and status == 422:
-            status = 400  # OpenAI answers invalid requests with 400
-        return render(request, ApiError(status, message, param=param, code="invalid_request"))
 
-    for kind in (
-        QueueFullError,
-        RequestTooLargeError,
-        TextTooLongError,
-        UnknownPromptError,
-        RequestTimeoutError,
-        ShuttingDownError,
-        BatchFailedError,
-    ):
-        app.add_exception_handler(kind, lambda request, exc: render(request, to_api_error(exc)))
+# the handlers are `async def`: Starlette runs a plain `def` handler in its thread pool
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    return render(request, exc)  # type: ignore[arg-type]  # registered for ApiError only
+
+
+async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
+    return render(request, to_api_error(exc))
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    message, param, status = validation_message(exc)  # type: ignore[arg-type]
+    if request.url.path.startswith("/v1/") and status == 422:
+        status = 400  # OpenAI answers invalid requests with 400
+    return render(request, ApiError(status, message, param=param, code="invalid_request"))
+
+
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    return render(request, to_api_error(exc))

@@ -4,28 +4,21 @@ absurdly nested bodies before FastAPI parses them."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import ApiError, error_body
 from service.metrics import Metrics
 
 MAX_JSON_DEPTH = 32
 
 
 async def _send_json(send: Send, status: int, body: dict, path: str) -> None:
-    if path.startswith("/v1/"):
-        payload = {
-            "error": {
-                "message": body["error"],
-                "type": "invalid_request_error",
-                "param": None,
-                "code": body["code"],
-            }
-        }
-    else:
-        payload = {"error": body["error"], "error_type": "Validation"}
-    data = orjson.dumps(payload)
+    """Answer `body` ({"error": message, "code": ...}) in the shape of the route at `path`."""
+    error = ApiError(status, body["error"], code=body["code"])
+    data = orjson.dumps(error_body(path, error))
     await send(
         {
             "type": "http.response.start",
@@ -117,7 +110,10 @@ class BodyGuardMiddleware:
         body = b"".join(chunks)
         if body:
             try:
-                depth = json_depth(orjson.loads(body))
+                parsed = orjson.loads(body)
+                # a body with no more brackets than the limit cannot nest deeper: no walk
+                brackets = body.count(b"[") + body.count(b"{")
+                depth = json_depth(parsed) if brackets > MAX_JSON_DEPTH else 0
             except orjson.JSONDecodeError as exc:
                 await _send_json(
                     send,
@@ -154,6 +150,21 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics, routes: set[str]) -> None:
         self.app, self.metrics, self.routes = app, metrics, routes
+        # the labelled children, looked up once: prometheus-client validates labels on
+        # every `.labels()` call, which showed in the per-request profile
+        self._counted: dict[tuple[str, str], Any] = {}
+        self._timed: dict[str, Any] = {}
+
+    def _record(self, route: str, status: int, seconds: float) -> None:
+        key = (route, str(status))
+        counter = self._counted.get(key)
+        if counter is None:
+            counter = self._counted[key] = self.metrics.requests.labels(*key)
+        timer = self._timed.get(route)
+        if timer is None:
+            timer = self._timed[route] = self.metrics.request_seconds.labels(route)
+        counter.inc()
+        timer.observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,5 +183,4 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+            self._record(route, status, time.perf_counter() - started)

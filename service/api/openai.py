@@ -6,10 +6,10 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
-from service.api.deps import get_engine, require_api_key
-from service.api.errors import ApiError, to_api_error
+from service.api.deps import engine_of, require_serving
+from service.api.errors import ApiError
 from service.api.responses import JSONResponse
 from service.api.schemas import (
     OpenAIEmbeddingRequest,
@@ -24,7 +24,7 @@ from service.api.schemas import (
 )
 from service.engine.engine import EmbeddingEngine
 
-router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["OpenAI"], dependencies=[Depends(require_serving)])
 
 
 def encode_base64(vector: np.ndarray) -> str:
@@ -37,10 +37,9 @@ def encode_base64(vector: np.ndarray) -> str:
     response_model=OpenAIEmbeddingResponse,
     responses=error_responses(OpenAIError),
 )
-async def create_embeddings(
-    body: OpenAIEmbeddingRequest, engine: EmbeddingEngine = Depends(get_engine)
-):
+async def create_embeddings(body: OpenAIEmbeddingRequest, request: Request):
     """Embeddings in OpenAI's response shape; `dimensions` truncates then re-normalises."""
+    engine = engine_of(request)
     settings = engine.settings
     texts = validate_inputs(
         as_list(body.input), settings.max_client_batch_size, settings.max_input_chars, "input"
@@ -48,10 +47,7 @@ async def create_embeddings(
     check_dimensions(body.dimensions, engine.spec.dimension, status=400)
     # OpenAI re-normalises shortened vectors; otherwise the model's own normalisation
     normalize = True if body.dimensions is not None else None
-    try:
-        result = await engine.embed(texts, normalize=normalize, dimensions=body.dimensions)
-    except Exception as exc:
-        raise to_api_error(exc) from exc
+    result = await engine.embed(texts, normalize=normalize, dimensions=body.dimensions)
     vectors = result.vectors
     if body.encoding_format == "base64":  # null and "float": floats
         data = [
@@ -82,16 +78,18 @@ def served_model(engine: EmbeddingEngine) -> OpenAIModel:
 
 
 @router.get("/v1/models", response_model=OpenAIModelList, responses=error_responses(OpenAIError))
-async def list_models(engine: EmbeddingEngine = Depends(get_engine)):
+async def list_models(request: Request):
     """OpenAI's model list: the served model (its `--served-model-name`, else its id)."""
+    engine = engine_of(request)
     return OpenAIModelList(data=[served_model(engine)])
 
 
 @router.get(
     "/v1/models/{model:path}", response_model=OpenAIModel, responses=error_responses(OpenAIError)
 )
-async def retrieve_model(model: str, engine: EmbeddingEngine = Depends(get_engine)):
+async def retrieve_model(model: str, request: Request):
     """The served model by its id; 404 for any other id."""
+    engine = engine_of(request)
     served = served_model(engine)
     if model != served.id:
         raise ApiError(

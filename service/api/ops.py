@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from service import __version__
 from service.api.deps import check_api_key
+from service.api.errors import ApiError
 from service.api.responses import JSONResponse
 from service.api.schemas import HealthResponse, InfoResponse, TEIError
 
@@ -45,7 +46,7 @@ async def info(request: Request):
     _guard(request)
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
-        return JSONResponse({"error": "model is loading", "error_type": "Unhealthy"}, 503)
+        raise ApiError(503, "model is loading")
     spec, settings, backend = engine.spec, engine.settings, engine.backend_info
     return InfoResponse(
         model_id=engine.model_name,

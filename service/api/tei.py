@@ -5,11 +5,11 @@ model."""
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from service.api.deps import get_engine, require_api_key
-from service.api.errors import ApiError, to_api_error
+from service.api.deps import engine_of, require_api_key, require_serving
+from service.api.errors import ApiError
 from service.api.responses import JSONResponse
 from service.api.schemas import (
     DecodeRequest,
@@ -26,9 +26,10 @@ from service.api.schemas import (
     validate_inputs,
 )
 from service.engine.engine import EmbeddingEngine, Embeddings
-from service.engine.tokenizer import UnknownTokenIdError
 
-router = APIRouter(tags=["TEI"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["TEI"], dependencies=[Depends(require_serving)])
+# the routes TEI answers 424 for an embedding model: the key is checked, not the model
+other_model_types = APIRouter(tags=["TEI"], dependencies=[Depends(require_api_key)])
 ERRORS = error_responses(TEIError)
 
 
@@ -39,13 +40,11 @@ async def embed_texts(
     **options,
 ) -> Embeddings:
     """The engine's vectors with `body`'s truncation and prompt (null: truncate, from the
-    right); `options`: token_level, normalize, dimensions."""
+    right); `options`: token_level, normalize, dimensions. The engine's errors are mapped
+    to HTTP by the app's handlers (service.api.errors)."""
     truncate = True if body.truncate is None else body.truncate
     direction = (body.truncation_direction or "right").lower()
-    try:
-        return await engine.embed(texts, truncate, direction, body.prompt_name, **options)
-    except Exception as exc:  # mapped to a clear HTTP error
-        raise to_api_error(exc) from exc
+    return await engine.embed(texts, truncate, direction, body.prompt_name, **options)
 
 
 def request_texts(engine: EmbeddingEngine, inputs: str | list[str]) -> list[str]:
@@ -56,8 +55,9 @@ def request_texts(engine: EmbeddingEngine, inputs: str | list[str]) -> list[str]
 
 
 @router.post("/embed", response_model=list[list[float]], responses=ERRORS)
-async def embed(body: EmbedRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def embed(body: EmbedRequest, request: Request):
     """Embed one text or a list of texts: `[[float, ...], ...]`, one row per input."""
+    engine = engine_of(request)
     texts = request_texts(engine, body.inputs)
     check_dimensions(body.dimensions, engine.spec.dimension)
     result = await embed_texts(
@@ -79,17 +79,19 @@ router.add_api_route(
 
 
 @router.post("/embed_all", response_model=list[list[list[float]]], responses=ERRORS)
-async def embed_all(body: EmbedAllRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def embed_all(body: EmbedAllRequest, request: Request):
     """Per-token embeddings, no pooling and no normalisation: `[[[float, ...], ...], ...]`,
     per input one row per token (special tokens included, after truncation)."""
+    engine = engine_of(request)
     texts = request_texts(engine, body.inputs)
     result = await embed_texts(engine, texts, body, token_level=True)
     return JSONResponse(result.vectors)
 
 
 @router.post("/similarity", response_model=list[float], responses=ERRORS)
-async def similarity(body: SimilarityRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def similarity(body: SimilarityRequest, request: Request):
     """Cosine similarity of `source_sentence` to each of `sentences`: `[float, ...]`."""
+    engine = engine_of(request)
     settings = engine.settings
     sentences = validate_inputs(
         body.inputs.sentences,
@@ -109,21 +111,20 @@ async def similarity(body: SimilarityRequest, engine: EmbeddingEngine = Depends(
 
 
 @router.post("/tokenize", response_model=list[list[SimpleToken]], responses=ERRORS)
-async def tokenize(body: TokenizeRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def tokenize(body: TokenizeRequest, request: Request):
     """The model's tokens of each input, untruncated: per input `[{id, text, special,
     start, stop}, ...]` (`start`/`stop`: UTF-8 byte offsets; null for special tokens)."""
+    engine = engine_of(request)
     texts = request_texts(engine, body.inputs)
     add_special = True if body.add_special_tokens is None else body.add_special_tokens
-    try:
-        tokens = await engine.token_strings(texts, add_special, body.prompt_name)
-    except Exception as exc:
-        raise to_api_error(exc) from exc
+    tokens = await engine.token_strings(texts, add_special, body.prompt_name)
     return JSONResponse(tokens)
 
 
 @router.post("/decode", response_model=list[str], responses=ERRORS)
-async def decode(body: DecodeRequest, engine: EmbeddingEngine = Depends(get_engine)):
+async def decode(body: DecodeRequest, request: Request):
     """Token ids back to text: one string per list of ids."""
+    engine = engine_of(request)
     limit = engine.settings.max_client_batch_size
     if len(body.ids) > limit:
         raise ApiError(
@@ -133,10 +134,7 @@ async def decode(body: DecodeRequest, engine: EmbeddingEngine = Depends(get_engi
             param="ids",
         )
     skip = True if body.skip_special_tokens is None else body.skip_special_tokens
-    try:
-        texts = await run_in_threadpool(engine.tokenizer.decode, body.ids, skip)
-    except UnknownTokenIdError as exc:
-        raise ApiError(422, str(exc), param="ids") from exc
+    texts = await run_in_threadpool(engine.tokenizer.decode, body.ids, skip)
     return JSONResponse(texts)
 
 
@@ -175,7 +173,7 @@ def _not_this_model(path: str):
 
 
 for _path in NOT_THIS_MODEL:
-    router.add_api_route(
+    other_model_types.add_api_route(
         _path,
         _not_this_model(_path),
         methods=["POST"],

@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from service.backends.base import Backend, BackendInfo
 from service.config import Settings
 from service.engine.core import EngineCore, InprocCore, RequestTimeoutError
-from service.engine.encoder import SentenceEncoder, postprocess
-from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
+from service.engine.encoder import postprocess
+from service.engine.model_spec import ModelSpec
+from service.engine.pipeline import load_model, served_pipeline
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
 
@@ -43,33 +44,6 @@ class Embeddings:
     token_counts: list[int]
 
 
-def create_backend(settings: Settings, spec: ModelSpec) -> Backend:
-    """The configured backend over the model's transformer."""
-    if settings.backend == "torch":
-        from service.backends.torch import TorchBackend
-
-        return TorchBackend(str(spec.transformer_path), settings.device, settings.intra_op_threads)
-    from service.backends.onnx import OnnxBackend
-    from service.backends.providers import select_providers
-    from service.variants import prepare_onnx
-
-    wants_cuda = select_providers(settings.device)[0] != "CPUExecutionProvider"
-    chosen = prepare_onnx(
-        spec.path,
-        spec.transformer_path,
-        settings.cache_dir,
-        settings.onnx_file,
-        "cuda" if wants_cuda else "cpu",
-    )
-    return OnnxBackend(
-        chosen.file,
-        settings.device,
-        settings.intra_op_threads,
-        memory_arena=not settings.release_memory,
-        reason=chosen.reason,
-    )
-
-
 class EmbeddingEngine:
     """The front end every route goes through: prompts, tokenisation and usage counts here,
     the vectors from an engine core (`InprocCore` in this process, or `RemoteCore` in a
@@ -95,19 +69,18 @@ class EmbeddingEngine:
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, backend: Backend | None = None):
-        """Read the model folder and build tokenizer, backend, encoder and an in-process
-        core (blocking)."""
-        spec, tokenizer = load_model(settings)
-        backend = backend or create_backend(settings, spec)
-        encoder = SentenceEncoder(spec, backend, tokenizer.pad_id)
-        return cls(settings, spec, tokenizer, InprocCore(settings, encoder, metrics), metrics)
+        """Build the served pipeline (`service.engine.pipeline`) and an in-process core
+        over it (blocking)."""
+        pipeline = served_pipeline(settings, backend)
+        core = InprocCore(settings, pipeline.encoder, metrics)
+        return cls(settings, pipeline.spec, pipeline.tokenizer, core, metrics)
 
     @classmethod
     def remote(cls, settings: Settings, metrics: Metrics, address: str):
         """A front end whose vectors come from the engine-core process at `address`."""
         from service.engine.ipc import RemoteCore
 
-        spec, tokenizer = load_model(settings)
+        spec, tokenizer = load_model(settings.model_path())
         # a safety net only: the core answers within request_timeout_s of waiting plus the
         # request's own work, which admission keeps within request_timeout_s too
         core = RemoteCore(address, reply_timeout_s=2 * settings.request_timeout_s + 30)
@@ -233,20 +206,3 @@ class EmbeddingEngine:
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
             return self.tokenizer.tokens(texts, add_special_tokens)
         return await run_in_threadpool(self.tokenizer.tokens, texts, add_special_tokens)
-
-
-def load_model(settings: Settings) -> tuple[ModelSpec, ModelTokenizer]:
-    """The served model's spec and tokenizer (with the model's `do_lower_case`)."""
-    path = resolve_model_path(settings.model_path())
-    spec = load_model_spec(path)
-    if not spec.include_prompt:
-        raise ValueError(f"{path}: pooling with include_prompt=false is not supported")
-    lowercase = _do_lower_case(spec.transformer_path)
-    return spec, ModelTokenizer(spec.transformer_path, spec.max_seq_length, lowercase)
-
-
-def _do_lower_case(transformer_dir: Path) -> bool:
-    import json
-
-    config = transformer_dir / "sentence_bert_config.json"
-    return bool(config.exists() and json.loads(config.read_text()).get("do_lower_case"))

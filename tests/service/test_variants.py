@@ -14,12 +14,12 @@ from onnx import TensorProto, helper
 
 from service import artifacts
 from service.config import Settings
+from service.engine.pipeline import onnx_pipeline
 from service.int8 import quantize_per_token
 from service.variants import (
     INVARIANCE_BAR,
     SAMPLE,
     OnnxFileError,
-    VariantEncoder,
     batch_invariance,
     choose_variant,
     cosine_stats,
@@ -170,12 +170,12 @@ def test_per_token_int8_is_batch_invariant_and_close_to_fp32(
     bundled_model, onnx_file, per_token_file
 ):
     assert artifacts.read_fingerprint(per_token_file) == artifacts.read_fingerprint(onnx_file)
-    int8 = VariantEncoder(bundled_model, per_token_file)
+    int8 = onnx_pipeline(bundled_model, per_token_file)
     assert batch_invariance(int8) >= INVARIANCE_BAR
     alone = int8.encode(["hello world"])
     batched = int8.encode(["hello world", SAMPLE[20]], batch_size=2)[:1]
     assert cosine_stats(alone, batched)[1] >= INVARIANCE_BAR
-    reference = VariantEncoder(bundled_model, onnx_file).encode(SAMPLE)
+    reference = onnx_pipeline(bundled_model, onnx_file).encode(SAMPLE)
     assert cosine_stats(int8.encode(SAMPLE), reference)[1] >= 0.99
 
 
@@ -184,7 +184,7 @@ def test_dynamic_int8_fails_the_invariance_check(bundled_model, onnx_file, tmp_p
 
     target = tmp_path / "model_qint8_dynamic.onnx"
     quantize_dynamic(str(onnx_file), str(target), weight_type=QuantType.QInt8)
-    assert batch_invariance(VariantEncoder(bundled_model, target)) < INVARIANCE_BAR
+    assert batch_invariance(onnx_pipeline(bundled_model, target)) < INVARIANCE_BAR
 
 
 # ---------------------------------------------------------------- the default, end to end

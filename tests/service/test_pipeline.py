@@ -1,0 +1,57 @@
+"""One factory builds the served model pipeline (service.engine.pipeline): the engine, the
+export parity report / variant checks and the benchmarks get the same spec, tokenizer (with
+the model's do_lower_case), backend and pooling."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+from service.config import Settings
+from service.engine.pipeline import onnx_pipeline, served_pipeline
+from tests.service.conftest import SENTENCES
+
+
+def test_served_pipeline_gives_what_the_service_answers(client, settings, onnx_file):
+    served = np.asarray(client.post("/embed", json={"inputs": SENTENCES}).json())
+    pipeline = served_pipeline(settings)  # EMBED_ONNX_FILE=model.onnx, as the client serves
+    try:
+        assert pipeline.backend.info.file == str(onnx_file)
+        np.testing.assert_allclose(pipeline.encode(SENTENCES, batch_size=3), served, atol=1e-6)
+        raw = pipeline.encode(SENTENCES[:2], normalize=False, dimensions=8)
+        assert raw.shape == (2, 8) and not np.allclose(np.linalg.norm(raw, axis=1), 1)
+    finally:
+        pipeline.close()
+
+
+def test_every_builder_honours_the_models_do_lower_case(bundled_model, onnx_file, tmp_path):
+    folder = shutil.copytree(bundled_model, tmp_path / "lowercase-model")
+    config_file = folder / "sentence_bert_config.json"
+    config = json.loads(config_file.read_text())
+    for lowercase in (True, False):
+        config_file.write_text(json.dumps({**config, "do_lower_case": lowercase}))
+        report_side = onnx_pipeline(folder, onnx_file)  # export report, variant checks
+        served = served_pipeline(
+            Settings(_env_file=None, model=str(folder), backend="torch", device="cpu")
+        )
+        try:
+            assert report_side.tokenizer.lowercase is lowercase
+            assert served.tokenizer.lowercase is lowercase
+        finally:
+            report_side.close()
+            served.close()
+
+
+def test_serving_benchmarks_import_no_training_code():
+    """benchmarks.gpu (and what it imports) runs where only the service is installed."""
+    code = (
+        "import sys, benchmarks.gpu, benchmarks.workers\n"
+        "found = [m for m in sys.modules if m.split('.')[0] == 'training']\n"
+        "assert not found, found\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
