@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polib
 
-from training.corpus import english, manuals, npm, wesnoth
+from training.corpus import descriptions, english, manuals, npm, wesnoth
 from training.corpus.build import DEFAULT_SOURCES, SOURCES, BuildConfig, build
 from training.corpus.debian import Package, licence_of
 from training.corpus.filters import FilterConfig
@@ -387,3 +387,100 @@ def test_cli_defaults_to_the_sources_with_clear_licences():
     args = build_parser().parse_args(["build", "--languages", "de"])
     assert args.sources.split(",") == list(DEFAULT_SOURCES)
     assert "brown" not in args.sources and "sotu" in args.sources
+
+
+TRANSLATION_EN = """Package: tinyapp
+Description-md5: aaa
+Description-en: small tool to convert image files quickly
+ The tool reads many image formats and writes them again.
+ .
+ Features:
+  * resizes pictures in one simple step
+  * keeps the colour profile of every picture
+
+Package: other
+Description-md5: bbb
+Description-en: an untranslated package description here
+ Nothing to see.
+"""
+TRANSLATION_DE = """Package: tinyapp
+Description-md5: aaa
+Description-de: kleines Werkzeug zum schnellen Umwandeln von Bilddateien
+ Das Werkzeug liest viele Bildformate und schreibt sie wieder.
+ .
+ Funktionen:
+  * ändert die Größe von Bildern in einem einfachen Schritt
+  * behält das Farbprofil jedes Bildes
+"""
+
+
+def _translations(tmp_path: Path) -> Path:
+    lists = tmp_path / "i18n" / "lists"
+    prefix = "deb.debian.org_debian_dists_bookworm"
+    _write(lists / f"{prefix}_main_i18n_Translation-en", TRANSLATION_EN)
+    _write(lists / f"{prefix}_main_i18n_Translation-de", TRANSLATION_DE)
+    _write(lists / f"{prefix}_InRelease", "Origin: Debian\nDate: Sat, 11 Jul 2026 10:16:37 UTC\n")
+    return tmp_path / "i18n"
+
+
+def test_debian_descriptions_align_by_md5_and_block(tmp_path):
+    folder = _translations(tmp_path)
+    english_text = descriptions.language_descriptions(folder, "en")
+    assert set(english_text) == {"aaa", "bbb"}
+    pairs = list(
+        descriptions.aligned_pairs(english_text, descriptions.language_descriptions(folder, "de"))
+    )
+    assert pairs == [
+        (
+            "small tool to convert image files quickly",
+            "kleines Werkzeug zum schnellen Umwandeln von Bilddateien",
+        ),
+        (
+            "The tool reads many image formats and writes them again.",
+            "Das Werkzeug liest viele Bildformate und schreibt sie wieder.",
+        ),
+        ("Features:", "Funktionen:"),
+        (
+            "resizes pictures in one simple step",
+            "ändert die Größe von Bildern in einem einfachen Schritt",
+        ),
+        ("keeps the colour profile of every picture", "behält das Farbprofil jedes Bildes"),
+    ]
+    assert descriptions.release_date(folder / "lists") == "bookworm Sat, 11 Jul 2026 10:16:37 UTC"
+
+
+def test_debian_descriptions_are_opt_in_and_flagged(tmp_path):
+    assert "debian-descriptions" in SOURCES and "debian-descriptions" not in DEFAULT_SOURCES
+    folder = _translations(tmp_path)
+    index = Package("Translation-en,de", "bookworm 2026", "not stated", folder)
+    config = BuildConfig(
+        languages=["de"],
+        output=tmp_path / "corpus",
+        sources=("debian-descriptions",),
+        dev_per_language=0,
+    )
+    card = build(config, fetcher={"i18n:en,de": index}.get)
+    assert card["pairs_by_source"]["debian-descriptions"] == {"de": 4}  # "Features:" too short
+    markdown = (tmp_path / "corpus" / "DATA_CARD.md").read_text()
+    assert "LICENCE NOT STATED" in markdown
+    assert "`Translation-en,de` bookworm 2026 (not stated)" in markdown
+
+
+def test_debian_descriptions_fetch_uses_a_private_apt_lists_folder(tmp_path, monkeypatch):
+    """A fake `apt-get update` on PATH writes the indexes where it is told to."""
+    source = _translations(tmp_path / "src") / "lists"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "apt-get"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do case "$a" in -o=Dir::State::Lists=*) lists="${a#*Lists=}";; '
+        '-o=Acquire::Languages=*) langs="${a#*Languages=}";; esac; done\n'
+        f'[ "$1" = update ] && [ "$langs" = en,de ] && cp {source}/* "$lists"/ || exit 100\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    package = descriptions.fetch(["de"], tmp_path / "cache")
+    assert package.licence == "not stated" and package.version.startswith("bookworm Sat")
+    assert set(descriptions.language_descriptions(package.root, "de")) == {"aaa"}
+    assert descriptions.fetch(["fr"], tmp_path / "cache2") is None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training.corpus import english, gettext, libreoffice_help, manuals, npm, wesnoth
+from training.corpus import descriptions, english, gettext, libreoffice_help, manuals, npm, wesnoth
 from training.corpus.debian import Package, fetch
 from training.corpus.evalsets import evaluation_sentences
 from training.corpus.filters import (
@@ -38,9 +38,11 @@ SOURCES = (
     "wesnoth",
     "sotu",
     "brown",
+    "debian-descriptions",
 )
 # the sources built when --sources is not given: those whose licence clearly allows it
-DEFAULT_SOURCES = SOURCES[:-1]
+OPT_IN = ("brown", "debian-descriptions")
+DEFAULT_SOURCES = tuple(s for s in SOURCES if s not in OPT_IN)
 LICENCE_NOTE = {
     "libreoffice-help": "MPL-2.0 (LibreOffice help; see each package's copyright file)",
     "libreoffice-l10n": "MPL-2.0 (LibreOffice UI translations)",
@@ -52,6 +54,8 @@ LICENCE_NOTE = {
     "contents CC0-1.0, code Apache-2.0 (English only)",
     "brown": "not clearly stated: the npm package says MIT, its README 'distributed with the "
     "permission of the copyright holder, redistribution permitted' (English only; opt-in)",
+    "debian-descriptions": "LICENCE NOT STATED (Debian package descriptions and their DDTP "
+    "translations; opt-in)",
 }
 # sources that give English sentences only (for the en->en term), not pairs
 ENGLISH_ONLY = {
@@ -68,6 +72,9 @@ def default_fetcher(cache: Path) -> Fetcher:
     def fetcher(name: str) -> Package | None:
         if name.startswith(npm.PREFIX):
             return npm.fetch(name[len(npm.PREFIX) :], cache / "npm")
+        if name.startswith(descriptions.PREFIX):
+            languages = name[len(descriptions.PREFIX) :].split(",")
+            return descriptions.fetch(languages, cache / "i18n")
         return fetch(name, cache)
 
     return fetcher
@@ -182,6 +189,24 @@ def wesnoth_pairs(languages: list[str], fetcher: Fetcher, report: SourceReport) 
     return pairs
 
 
+def description_pairs(languages: list[str], fetcher: Fetcher, report: SourceReport) -> list[Pair]:
+    """Debian package descriptions and their translations, keyed by Description-md5."""
+    found = _fetch_all([descriptions.PREFIX + ",".join(["en", *languages])], fetcher, report)
+    if not found:
+        return []
+    english_text = descriptions.language_descriptions(found[0].root, "en")
+    pairs = []
+    for language in languages:
+        other = descriptions.language_descriptions(found[0].root, language)
+        for en, xx in descriptions.aligned_pairs(english_text, other):
+            pairs.append(Pair(en, xx, language, "debian-descriptions"))
+            report.candidates[language] += 1
+        log.info(
+            "debian-descriptions %s: %d candidate pairs", language, report.candidates[language]
+        )
+    return pairs
+
+
 def english_sentences(source: str, fetcher: Fetcher, report: SourceReport) -> list[Pair]:
     """English-only sentences of an npm source, as (sentence, sentence, "en") pairs."""
     name, reader = ENGLISH_ONLY[source]
@@ -207,6 +232,8 @@ def extract(
         return wesnoth_pairs(languages, fetcher, report)
     if source in ENGLISH_ONLY:
         return english_sentences(source, fetcher, report)
+    if source == "debian-descriptions":
+        return description_pairs(languages, fetcher, report)
     raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
 
 
