@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from training.corpus import descriptions, english, gettext, libreoffice_help, manuals, npm, wesnoth
-from training.corpus.debian import Package, fetch
+from training.corpus.debian import DEFAULT_CACHE, Package, fetch
 from training.corpus.evalsets import evaluation_sentences
 from training.corpus.filters import (
     FilterConfig,
@@ -318,9 +318,11 @@ def write_corpus(
     return counts, added
 
 
-def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> dict:
-    """Run the whole build; returns the data card as a dict (also written to disk)."""
+def build(config: BuildConfig, fetcher: Fetcher | None = None, command: str = "") -> dict:
+    """Run the whole build; returns the data card as a dict (also written to disk).
+    `fetcher` defaults to `default_fetcher` on the default cache folder."""
     started = time.time()
+    fetcher = fetcher or default_fetcher(DEFAULT_CACHE)
     evaluation, eval_files = (
         evaluation_sentences(config.data_dir) if config.data_dir else (set(), [])
     )
