@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from training.corpus.build import SOURCES, BuildConfig, build
-from training.corpus.debian import DEFAULT_CACHE, PackageError, fetch, update_indexes
+from training.corpus.build import DEFAULT_SOURCES, SOURCES, BuildConfig, build, default_fetcher
+from training.corpus.debian import DEFAULT_CACHE, PackageError, update_indexes
 from training.corpus.filters import FilterConfig
 from training.evaluate import resolve_data_dir
 from training.languages import parse_languages
@@ -21,8 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     b = commands.add_parser("build", help="download, extract and filter the parallel corpus")
     b.add_argument("--languages", required=True, help="comma-separated, e.g. de,es,fr,it")
     b.add_argument("--output", type=Path, default=Path("corpus"), help="default: corpus/")
-    b.add_argument("--sources", default=",".join(SOURCES), help=f"subset of {','.join(SOURCES)}")
-    b.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=".deb cache")
+    b.add_argument(
+        "--sources",
+        default=",".join(DEFAULT_SOURCES),
+        help=f"subset of {','.join(SOURCES)} (default: {','.join(DEFAULT_SOURCES)})",
+    )
+    b.add_argument(
+        "--cache-dir", type=Path, default=DEFAULT_CACHE, help=".deb cache (npm tarballs: DIR/npm)"
+    )
     b.add_argument(
         "--data", help="evaluation sets to exclude (default $POLYGLOT_DATA or ../shared/data)"
     )
@@ -32,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pairs-per-language",
         type=int,
         help="train pairs kept per language: a seeded random sample (default: all)",
+    )
+    b.add_argument(
+        "--max-english-only",
+        type=int,
+        help="English-only sentences (sotu, brown) kept: a seeded random sample (default: all)",
     )
     b.add_argument("--max-translations-per-english", type=int, default=3)
     b.add_argument("--max-ui-share", type=float, default=0.3, help="of a language's pairs")
@@ -56,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=resolve_data_dir(args.data),
         dev_per_language=args.dev_per_language,
         max_train_per_language=args.max_pairs_per_language,
+        max_english_only=args.max_english_only,
         seed=args.seed,
         filters=FilterConfig(
             max_translations_per_english=args.max_translations_per_english,
@@ -67,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             update_indexes()
         card = build(
             config,
-            fetcher=lambda name: fetch(name, args.cache_dir),
+            fetcher=default_fetcher(args.cache_dir),
             command="python -m training.corpus " + " ".join(argv),
         )
     except PackageError as exc:

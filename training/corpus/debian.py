@@ -66,16 +66,20 @@ def download(name: str, cache: Path) -> Path | None:
 
 def licence_of(root: Path, name: str) -> str:
     """The `License:` of the `Files: *` stanza of the package's DEP-5 copyright file, else
-    its first `License:` line, else "not stated"."""
+    its first one-line `License:` field, else a "GNU GPL, version N" in its prose, else
+    "not stated"."""
     path = root / "usr" / "share" / "doc" / name / "copyright"
     if not path.is_file():
         return "not stated (no copyright file)"
     text = path.read_text(encoding="utf-8", errors="replace")
     stanza = re.search(r"^Files:\s*\*\s*$(.*?)(?:^\s*$|\Z)", text, re.M | re.S)
     for block in (stanza.group(1) if stanza else "", text):
-        match = re.search(r"^License:\s*(\S.*)$", block, re.M)
+        match = re.search(r"^License:[ \t]*(\S.*)$", block, re.M)
         if match:
             return match.group(1).strip()
+    gpl = re.search(r"GNU (?:GPL|General Public License),? version (\d)", " ".join(text.split()))
+    if gpl:
+        return f"GPL-{gpl.group(1)} (stated in the copyright file's prose)"
     return "not stated in the copyright file"
 
 

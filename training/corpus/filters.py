@@ -157,3 +157,28 @@ def cap_ui_share(
     for index in sorted(drop):
         stats.drop(pairs[index], "ui_share_cap")
     return [pair for index, pair in enumerate(pairs) if index not in drop]
+
+
+def filter_english(
+    sentences: list[Pair], config: FilterConfig, evaluation: set[str], stats: FilterStats
+) -> list[Pair]:
+    """English-only sentences (pairs of language "en" whose text is the English): the
+    English length bounds, the evaluation-set overlap and duplicates (case and punctuation
+    ignored, across all English-only sources), in input order."""
+    kept: list[Pair] = []
+    seen: set[str] = set()
+    for pair in sentences:
+        words = len(pair.english.split())
+        key = normalise(pair.english)
+        if not config.min_english_words <= words <= config.max_english_words:
+            reason = "english_length"
+        elif key in evaluation:
+            reason = "evaluation_overlap"
+        elif key in seen:
+            reason = "duplicate"
+        else:
+            seen.add(key)
+            kept.append(pair)
+            continue
+        stats.drop(pair, reason)
+    return kept
