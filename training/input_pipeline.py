@@ -77,12 +77,13 @@ def token_cache_key(tokenizer, max_seq_length: int, texts: Sequence[str]) -> str
 
 
 def tokenize_texts(model, texts: Sequence[str], chunk: int = 2048) -> TokenizedTexts:
-    """Ids exactly as `model.tokenize` gives them (truncated to `model.max_seq_length`),
-    with the padding stripped. ValueError if the tokenizer sets non-zero token type ids
-    (the collator rebuilds them as zeros, as for every single-sentence input)."""
+    """Ids exactly as `model.preprocess` (what the trainer calls per batch) gives them,
+    truncated to `model.max_seq_length`, with the padding stripped. ValueError if the
+    tokenizer sets non-zero token type ids (the collator rebuilds them as zeros, as for
+    every single-sentence input)."""
     pieces, lengths = [], []
     for start in range(0, len(texts), chunk):
-        features = model.tokenize(list(texts[start : start + chunk]))
+        features = model.preprocess(list(texts[start : start + chunk]))
         types = features.get("token_type_ids")
         if types is not None and bool(types.any()):
             raise ValueError("the tokenizer sets non-zero token_type_ids: cannot pre-tokenise")

@@ -27,7 +27,7 @@ def test_collated_batch_equals_the_models_own_tokenisation(model, tmp_path):
     collator = ip.PretokenizedCollator.for_model(model, tokens, targets)
     order = [5, 32, 0, 17, 3]
     batch = collator([{"text": i, "target": i, "length": 0} for i in order])
-    expected = model.tokenize([TEXTS[i] for i in order])
+    expected = model.preprocess([TEXTS[i] for i in order])
     assert torch.equal(batch["sentence_input_ids"], expected["input_ids"])
     assert torch.equal(batch["sentence_attention_mask"], expected["attention_mask"])
     assert torch.equal(batch["sentence_token_type_ids"], expected["token_type_ids"])
@@ -99,4 +99,4 @@ def test_text_path_is_kept_behind_no_pretokenize(model, tmp_path):
     assert collator.tokens.lengths[row["text"]] == row["length"]
     batch = collator([dataset[0]])
     assert torch.equal(batch["label"][0], torch.from_numpy(vectors[0]))  # de -> its English
-    assert torch.equal(batch["sentence_input_ids"], model.tokenize([PAIRS[0][1]])["input_ids"])
+    assert torch.equal(batch["sentence_input_ids"], model.preprocess([PAIRS[0][1]])["input_ids"])
