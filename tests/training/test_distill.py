@@ -266,3 +266,15 @@ def test_eval_steps_log_learning_curves_from_st_evaluators(tiny_tsv, tmp_path):
         assert all(key in entry for entry in curve), key
     assert "evaluation:" in (output / "train.log").read_text()
     assert not list((tmp_path / "cache").glob("tokens-*.npz"))  # text path: no token cache
+
+
+def test_eval_steps_without_dev_data_falls_back_to_a_held_out_eval_loss(tiny_tsv, tmp_path):
+    """No --dev and no stsb dev split: the pre-tokenised rows are split and the eval loss
+    is the curve (the behaviour before the evaluators)."""
+    output = tmp_path / "evalloss"
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    extra = ["--max-steps", "2", "--eval-steps", "2", "--data", str(empty)]
+    run(parse_args(tiny_args(tiny_tsv, output, *extra)))
+    curve = json.loads((output / "eval" / "run.json").read_text())["learning_curve"]
+    assert len(curve) == 1 and curve[0]["step"] == 2 and "eval_loss" in curve[0]
