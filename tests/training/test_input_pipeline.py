@@ -100,3 +100,25 @@ def test_text_path_is_kept_behind_no_pretokenize(model, tmp_path):
     batch = collator([dataset[0]])
     assert torch.equal(batch["label"][0], torch.from_numpy(vectors[0]))  # de -> its English
     assert torch.equal(batch["sentence_input_ids"], model.preprocess([PAIRS[0][1]])["input_ids"])
+
+
+def test_worker_processes_give_the_same_batches(model, tmp_path):
+    """What CUDA runs use by default (2 workers): the same batches as in-process loading."""
+    from torch.utils.data import DataLoader
+
+    english = [e for e, _ in PAIRS]
+    samples = [(de, e) for e, de in PAIRS] + [(e, e) for e in english]
+    vectors = np.random.default_rng(0).standard_normal((len(english), 4)).astype(np.float32)
+    dataset, collator = ip.build_inputs(model, samples, english, vectors, tmp_path, True)
+
+    def batches(workers: int) -> list[dict]:
+        sampler = ip.BucketSamplerFactory(seed=5, chunk_batches=2)(dataset, 8, False)
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=collator, num_workers=workers
+        )
+        return list(loader)
+
+    in_process, workers = batches(0), batches(2)
+    assert len(in_process) == len(workers) == 4
+    for a, b in zip(in_process, workers):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
