@@ -1,6 +1,9 @@
 """The training loop: sentence-transformers' trainer with MSELoss, plus what a long
 unattended run needs (non-finite loss stops with the step, sentences/s in the logs,
-a higher learning rate for the projection, AMP on CUDA, resumable checkpoints)."""
+a higher learning rate for the projection, AMP on CUDA, resumable checkpoints), fed by
+`training.input_pipeline` (cached token ids, length-bucketed batches, data-loader workers,
+pinned memory on CUDA) and evaluated every `--eval-steps` by sentence-transformers'
+evaluators (`training.evaluators`)."""
 
 from __future__ import annotations
 
@@ -10,9 +13,13 @@ import time
 from pathlib import Path
 
 import torch
+from datasets import Dataset
 from sentence_transformers import SentenceTransformerTrainer, losses
 from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 from transformers import TrainerCallback
+
+from training.config import DistillConfig
+from training.input_pipeline import BucketSamplerFactory, PretokenizedCollator, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,11 @@ class ProgressCallback(TrainerCallback):
         self.loss.step = state.global_step + 1
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or "loss" not in logs:
+        if logs is None:
+            return
+        if "loss" not in logs:
+            if any(key.startswith("eval_") for key in logs):
+                log.info("step %d, evaluation: %s", state.global_step, logs)
             return
         now = time.time()
         steps = state.global_step - self.last_step
@@ -73,60 +84,97 @@ def build_optimizer(model, lr: float, projection, projection_lr: float | None, w
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def training_arguments(args, checkpoint_dir: Path, device: str, precision: str, has_eval: bool):
+def training_arguments(
+    config: DistillConfig,
+    checkpoint_dir: Path,
+    device: str,
+    precision: str,
+    has_eval: bool,
+    pretokenized: bool = False,
+):
+    """The trainer's arguments from the run's config. Pre-tokenised input gets the
+    length-bucketed batch sampler; workers default to `default_workers(device)`, pinned
+    memory on CUDA."""
+    workers = config.dataloader_workers
+    if workers is None:
+        workers = default_workers(device)
+    extra = {}
+    if pretokenized:
+        extra["batch_sampler"] = BucketSamplerFactory(config.seed, config.bucket_chunk)
     return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr,
-        warmup_ratio=args.warmup_ratio,
-        seed=args.seed,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        warmup_ratio=config.warmup_ratio,
+        seed=config.seed,
         fp16=precision == "fp16",
         bf16=precision == "bf16",
         use_cpu=device == "cpu",
         save_strategy="steps",
-        save_steps=args.save_steps,
+        save_steps=config.save_steps,
         save_total_limit=2,
-        eval_strategy="steps" if has_eval and args.eval_steps else "no",
-        eval_steps=args.eval_steps or None,
-        logging_steps=args.logging_steps,
+        eval_strategy="steps" if has_eval and config.eval_steps else "no",
+        eval_steps=config.eval_steps or None,
+        logging_steps=config.logging_steps,
         report_to="none",
         dataloader_drop_last=False,
+        dataloader_num_workers=workers,
+        dataloader_pin_memory=device == "cuda",
+        dataloader_persistent_workers=workers > 0,
         disable_tqdm=False,
+        **extra,
     )
 
 
 def train_student(
     model,
-    dataset,
-    args,
+    dataset: Dataset,
+    config: DistillConfig,
     checkpoint_dir: Path,
-    device,
-    precision,
+    device: str,
+    precision: str,
     projection,
     resume_from: Path | None,
+    collator: PretokenizedCollator | None = None,
+    evaluator=None,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
-    """Train in place; returns throughput figures for the model card."""
+    """Train in place; returns throughput figures for the model card.
+
+    `dataset`: rows of `training.input_pipeline.build_inputs` (pre-tokenised, with
+    `collator`) or `sentence`/`label` text rows (collator None: tokenised per batch).
+    `evaluator`: sentence-transformers evaluator(s) run every `--eval-steps`; without
+    one, `--eval-steps` holds out up to 500 training rows for an eval loss.
+    `callbacks`: extra `transformers.TrainerCallback`s (benchmarks time steps with one)."""
     loss = CheckedMSELoss(model)
     eval_dataset = None
-    if args.eval_steps:
+    if config.eval_steps and evaluator is None:
         split = dataset.train_test_split(
-            test_size=min(500, max(1, len(dataset) // 20)), seed=args.seed
+            test_size=min(500, max(1, len(dataset) // 20)), seed=config.seed
         )
         dataset, eval_dataset = split["train"], split["test"]
     optimizer = None
-    if args.projection_lr and projection is not None:
-        optimizer = build_optimizer(model, args.lr, projection, args.projection_lr)
+    if config.projection_lr and projection is not None:
+        optimizer = build_optimizer(model, config.lr, projection, config.projection_lr)
+    has_eval = eval_dataset is not None or evaluator is not None
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=training_arguments(args, checkpoint_dir, device, precision, eval_dataset is not None),
+        args=training_arguments(
+            config, checkpoint_dir, device, precision, has_eval, collator is not None
+        ),
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         loss=loss,
-        callbacks=[ProgressCallback(loss, args.batch_size * args.grad_accum)],
+        evaluator=evaluator,
+        data_collator=collator,
+        callbacks=[
+            ProgressCallback(loss, config.batch_size * config.grad_accum),
+            *(callbacks or []),
+        ],
         optimizers=(optimizer, None),
     )
     started = time.time()
@@ -144,4 +192,9 @@ def train_student(
         "train_samples_per_second": metrics.get("train_samples_per_second"),
         "peak_cuda_memory_bytes": peak_memory,
         "resumed_from": str(resume_from) if resume_from else None,
+        "learning_curve": [
+            entry
+            for entry in trainer.state.log_history
+            if any(k.startswith("eval_") for k in entry)
+        ],
     }

@@ -145,6 +145,7 @@ def test_teacher_cache_is_reused(tiny_tsv, tmp_path):
     run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "1")))
     cached = list((tmp_path / "cache").glob("teacher-*.npy"))
     assert len(cached) == 1
+    assert len(list((tmp_path / "cache").glob("tokens-*.npz"))) == 1  # token ids, once
     mtime = cached[0].stat().st_mtime
     run(parse_args(tiny_args(tiny_tsv, tmp_path / "again", "--max-steps", "1")))
     assert cached[0].stat().st_mtime == mtime
@@ -229,3 +230,51 @@ def test_ridge_flag_takes_auto_or_a_positive_number(tiny_tsv, tmp_path):
     assert parse_args([*base, "--projection-ridge", "1e-3"]).projection_ridge == 1e-3
     with pytest.raises(SystemExit):
         parse_args([*base, "--projection-ridge", "-1"])
+
+
+def _tiny_stsb_dev(root):
+    """stsb-multi-mt dev files (en, de) built from PAIRS: 8 rows with varied scores."""
+    folder = root / "stsb-multi-mt"
+    folder.mkdir(parents=True)
+    for lang, column in (("en", 0), ("de", 1)):
+        rows = [
+            f'"{PAIRS[i][column]}","{PAIRS[(i + i % 3) % len(PAIRS)][column]}",{(i % 3) * 2.5}'
+            for i in range(8)
+        ]
+        (folder / f"stsb-{lang}-dev.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_eval_steps_log_learning_curves_from_st_evaluators(tiny_tsv, tmp_path):
+    """--eval-steps runs sentence-transformers' evaluators (dev MSE and translation
+    retrieval on --dev, Spearman on the stsb dev split) and keeps the curve; here on the
+    old text input path (--no-pretokenize), which must still train."""
+    output = tmp_path / "curves"
+    data = _tiny_stsb_dev(tmp_path / "data")
+    extra = ["--max-steps", "4", "--eval-steps", "2", "--dev", str(tiny_tsv)]
+    extra += ["--data", str(data), "--languages", "de", "--no-pretokenize"]
+    run(parse_args(tiny_args(tiny_tsv, output, *extra)))
+    info = json.loads((output / "eval" / "run.json").read_text())
+    curve = info["learning_curve"]
+    assert [entry["step"] for entry in curve] == [2, 4]
+    for key in (
+        "eval_dev-de_negative_mse",
+        "eval_dev-de_mean_accuracy",
+        "eval_sts-dev-en-en_spearman_cosine",
+        "eval_sts-dev-en-de_spearman_cosine",
+    ):
+        assert all(key in entry for entry in curve), key
+    assert "evaluation:" in (output / "train.log").read_text()
+    assert not list((tmp_path / "cache").glob("tokens-*.npz"))  # text path: no token cache
+
+
+def test_eval_steps_without_dev_data_falls_back_to_a_held_out_eval_loss(tiny_tsv, tmp_path):
+    """No --dev and no stsb dev split: the pre-tokenised rows are split and the eval loss
+    is the curve (the behaviour before the evaluators)."""
+    output = tmp_path / "evalloss"
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    extra = ["--max-steps", "2", "--eval-steps", "2", "--data", str(empty)]
+    run(parse_args(tiny_args(tiny_tsv, output, *extra)))
+    curve = json.loads((output / "eval" / "run.json").read_text())["learning_curve"]
+    assert len(curve) == 1 and curve[0]["step"] == 2 and "eval_loss" in curve[0]

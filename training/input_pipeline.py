@@ -1,0 +1,317 @@
+"""The trainer's input pipeline: token ids computed once and cached on disk, batches of
+similar length (little padding), and a collator that only pads and stacks.
+
+Issue 17 part 2 measured the old path input-bound on a GPU: every batch was tokenised in
+the training loop, in one process, with random-length batches padded to their longest
+sentence. Here:
+
+- `cached_token_ids` tokenises every distinct training text once with the student's own
+  tokenizer (the same call the trainer made per batch) and keeps the ids next to the
+  teacher cache, keyed by the tokenizer's content, `max_seq_length` and the text list;
+- `LengthBucketBatchSampler` shuffles, cuts the order into chunks of `chunk_batches`
+  batches, sorts each chunk by length, cuts batches and shuffles the batch order: seeded
+  by (seed, epoch), every sample exactly once per epoch, so `--resume` replays the order;
+- `PretokenizedCollator` turns a batch of row indices into padded tensors and the
+  teacher's target vectors (no tokeniser, no per-row Python lists of floats).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sentence_transformers.base.sampler import DefaultBatchSampler
+
+log = logging.getLogger(__name__)
+COLUMN = "sentence"  # the text column name the loss's features are collected under
+
+
+# ---------------------------------------------------------------- token ids
+
+
+@dataclass
+class TokenizedTexts:
+    """Ragged token ids: text `i` is `ids[offsets[i]:offsets[i + 1]]` (int32)."""
+
+    ids: np.ndarray  # int32 [total tokens]
+    offsets: np.ndarray  # int64 [n + 1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index] : self.offsets[index + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per text (int64 [n]), special tokens included."""
+        return np.diff(self.offsets)
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A digest of what decides the ids: the fast tokenizer's full serialisation (vocab,
+    normaliser, pre-tokeniser, post-processor), else the class, name and vocabulary."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        text = backend.to_str()
+    else:
+        vocab = sorted(tokenizer.get_vocab().items())
+        text = json.dumps([type(tokenizer).__name__, tokenizer.name_or_path, vocab])
+    text += f"|{getattr(tokenizer, 'padding_side', 'right')}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def token_cache_key(tokenizer, max_seq_length: int, texts: Sequence[str]) -> str:
+    digest = hashlib.sha256(f"{tokenizer_fingerprint(tokenizer)}|{max_seq_length}".encode())
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]
+
+
+def tokenize_texts(model, texts: Sequence[str], chunk: int = 2048) -> TokenizedTexts:
+    """Ids exactly as `model.preprocess` (what the trainer calls per batch) gives them,
+    truncated to `model.max_seq_length`, with the padding stripped. ValueError if the
+    tokenizer sets non-zero token type ids (the collator rebuilds them as zeros, as for
+    every single-sentence input)."""
+    pieces, lengths = [], []
+    for start in range(0, len(texts), chunk):
+        features = model.preprocess(list(texts[start : start + chunk]))
+        types = features.get("token_type_ids")
+        if types is not None and bool(types.any()):
+            raise ValueError("the tokenizer sets non-zero token_type_ids: cannot pre-tokenise")
+        mask = features["attention_mask"].bool()
+        ids = features["input_ids"]
+        for row in range(ids.shape[0]):
+            kept = ids[row][mask[row]].numpy().astype(np.int32)
+            pieces.append(kept)
+            lengths.append(len(kept))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+    return TokenizedTexts(flat, offsets)
+
+
+def cached_token_ids(model, texts: Sequence[str], cache_dir: Path) -> TokenizedTexts:
+    """`tokenize_texts`, read from `cache_dir/tokens-<key>.npz` when a run with the same
+    tokenizer, max_seq_length and texts wrote it; written there otherwise."""
+    tokenizer = model.tokenizer
+    cache_dir = Path(cache_dir)
+    key = token_cache_key(tokenizer, model.max_seq_length, texts)
+    path = cache_dir / f"tokens-{key}.npz"
+    if path.exists():
+        with np.load(path) as stored:
+            tokens = TokenizedTexts(stored["ids"], stored["offsets"])
+        if len(tokens) == len(texts):
+            log.info("token ids: %d texts loaded from cache %s", len(texts), path)
+            return tokens
+        log.warning("token cache %s has the wrong size; recomputing", path)
+    log.info("token ids: tokenising %d texts once", len(texts))
+    tokens = tokenize_texts(model, texts)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, ids=tokens.ids, offsets=tokens.offsets)
+    tmp.replace(path)
+    return tokens
+
+
+# ---------------------------------------------------------------- batching
+
+
+def bucketed_batches(
+    lengths: np.ndarray, batch_size: int, chunk_batches: int, seed: int, drop_last: bool = False
+) -> list[list[int]]:
+    """Indices 0..n-1 in batches: shuffled (seeded), cut into chunks of `chunk_batches`
+    batches, each chunk sorted by length and cut into batches, then the batch order
+    shuffled. `chunk_batches` 0: plain shuffled batches. Every index appears exactly once
+    (but for the incomplete batch when `drop_last`)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    batches: list[list[int]] = []
+    if chunk_batches <= 0:
+        batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    else:
+        span = chunk_batches * batch_size
+        for start in range(0, len(order), span):
+            chunk = order[start : start + span]
+            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+            batches.extend(
+                chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)
+            )
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()  # the only short batch: the end of the last chunk
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+class LengthBucketBatchSampler(DefaultBatchSampler):
+    """Batches of similar length for sentence-transformers' trainer (see
+    `bucketed_batches`); reshuffled each epoch with seed + epoch (the trainer calls
+    `set_epoch`), so a resumed run sees the same order as an uninterrupted one."""
+
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        drop_last: bool,
+        lengths: np.ndarray,
+        seed: int,
+        chunk_batches: int,
+        valid_label_columns: list[str] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            valid_label_columns=valid_label_columns,
+            generator=generator,
+            seed=seed,
+        )
+        self.lengths = np.asarray(lengths)
+        self.chunk_batches = chunk_batches
+        if len(self.lengths) != len(dataset):
+            raise ValueError(f"{len(self.lengths)} lengths for {len(dataset)} rows")
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from bucketed_batches(
+            self.lengths,
+            self.batch_size,
+            self.chunk_batches,
+            self.seed + self.epoch,
+            self.drop_last,
+        )
+
+    def __len__(self) -> int:
+        n = len(self.lengths)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+@dataclass
+class BucketSamplerFactory:
+    """What `SentenceTransformerTrainingArguments.batch_sampler` calls with (dataset,
+    batch_size, drop_last, ...): a picklable callable (the trainer saves its arguments in
+    every checkpoint) that reads the lengths from the dataset's `length` column."""
+
+    seed: int
+    chunk_batches: int
+
+    def __call__(
+        self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0
+    ):
+        return LengthBucketBatchSampler(
+            dataset,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            lengths=np.asarray(dataset["length"]),
+            seed=self.seed,
+            chunk_batches=self.chunk_batches,
+            valid_label_columns=valid_label_columns,
+            generator=generator,
+        )
+
+
+# ---------------------------------------------------------------- collation
+
+
+@dataclass
+class PretokenizedCollator:
+    """Rows `{"text": i, "target": j, "length": n}` -> the trainer's batch:
+    `sentence_input_ids` / `sentence_attention_mask` (int64 [batch, longest]),
+    `sentence_token_type_ids` (zeros) when the tokenizer uses them, and `label`
+    (float32 [batch, dim], `targets[j]`)."""
+
+    tokens: TokenizedTexts
+    targets: np.ndarray  # float32 [distinct English sentences, dim]
+    pad_id: int
+    left_padding: bool = False
+    token_type_ids: bool = False
+    valid_label_columns: list[str] = field(default_factory=lambda: ["target"])
+
+    @classmethod
+    def for_model(cls, model, tokens: TokenizedTexts, targets: np.ndarray) -> PretokenizedCollator:
+        tokenizer = model.tokenizer
+        return cls(
+            tokens=tokens,
+            targets=np.ascontiguousarray(targets, dtype=np.float32),
+            pad_id=tokenizer.pad_token_id or 0,
+            left_padding=getattr(tokenizer, "padding_side", "right") == "left",
+            token_type_ids="token_type_ids" in tokenizer.model_input_names,
+        )
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        if not rows:
+            return {}
+        sequences = [self.tokens[row["text"]] for row in rows]
+        longest = max(len(s) for s in sequences)
+        ids = np.full((len(rows), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), longest), dtype=np.int64)
+        for i, sequence in enumerate(sequences):
+            if self.left_padding:
+                ids[i, longest - len(sequence) :] = sequence
+                mask[i, longest - len(sequence) :] = 1
+            else:
+                ids[i, : len(sequence)] = sequence
+                mask[i, : len(sequence)] = 1
+        batch = {
+            "label": torch.from_numpy(self.targets[[row["target"] for row in rows]]),
+            f"{COLUMN}_input_ids": torch.from_numpy(ids),
+            f"{COLUMN}_attention_mask": torch.from_numpy(mask),
+        }
+        if self.token_type_ids:
+            batch[f"{COLUMN}_token_type_ids"] = torch.zeros_like(batch[f"{COLUMN}_input_ids"])
+        return batch
+
+
+def default_workers(device: str) -> int:
+    """Data-loader workers when not set: 0 on CPU (collation is a few microseconds a row
+    and every core is busy with the model), 2 on CUDA (keeps batches ready while the GPU
+    works)."""
+    return 2 if device == "cuda" else 0
+
+
+# ---------------------------------------------------------------- the dataset
+
+
+def build_inputs(
+    model,
+    samples: Sequence[tuple[str, str]],
+    english: Sequence[str],
+    vectors: np.ndarray,
+    cache_dir: Path,
+    pretokenize: bool = True,
+):
+    """The trainer's dataset and collator for (text, english) `samples`, whose targets are
+    `vectors[english.index(english)]` (float32 [len(english), dim]).
+
+    pretokenize: rows `text` (index into the cached token ids), `target` (row of
+    `vectors`) and `length` (tokens, for the bucketed sampler), with a
+    `PretokenizedCollator`. Otherwise the old text path: `sentence`/`label` rows and no
+    collator (sentence-transformers tokenises every batch)."""
+    from datasets import Dataset
+
+    target_of = {sentence: i for i, sentence in enumerate(english)}
+    if not pretokenize:
+        data = {
+            "sentence": [text for text, _ in samples],
+            "label": [vectors[target_of[e]] for _, e in samples],
+        }
+        return Dataset.from_dict(data), None
+    texts = list(dict.fromkeys(text for text, _ in samples))
+    text_of = {text: i for i, text in enumerate(texts)}
+    tokens = cached_token_ids(model, texts, cache_dir)
+    rows = np.fromiter((text_of[text] for text, _ in samples), dtype=np.int64, count=len(samples))
+    dataset = Dataset.from_dict(
+        {
+            "text": rows,
+            "target": np.fromiter((target_of[e] for _, e in samples), dtype=np.int64),
+            "length": tokens.lengths[rows],
+        }
+    )
+    return dataset, PretokenizedCollator.for_model(model, tokens, vectors)
