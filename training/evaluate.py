@@ -154,6 +154,9 @@ def evaluate_sts(
     for lang in languages:
         if lang == "en":
             continue
+        if not (Path(data_dir) / "stsb-multi-mt" / f"stsb-{lang}-test.csv").exists():
+            log.warning("stsb-multi-mt has no '%s' test file: STS skipped for it", lang)
+            continue
         xx1, xx2, _ = load_sts(data_dir, lang, limit=limit)
         mono[f"{lang}-{lang}"] = spearman_x100(cosine_rows(encode(xx1), encode(xx2)), gold)
         mono[f"en-{lang}"] = spearman_x100(cosine_rows(encode(en1), encode(xx2)), gold)
@@ -176,6 +179,9 @@ def evaluate_tatoeba(
         if lang == "en":
             continue
         code = tatoeba_code(lang)
+        if not (Path(data_dir) / "tatoeba" / f"tatoeba.{code}-eng.{code}").exists():
+            log.warning("tatoeba has no '%s' file: retrieval skipped for it", code)
+            continue
         xx, en = load_tatoeba(data_dir, lang, limit)
         xx_vec, en_vec = encode(xx), encode(en)
         same[f"{code}->eng"] = retrieval_accuracy(xx_vec, en_vec)
@@ -210,7 +216,8 @@ def evaluate_model(
     limit: int | None = None,
 ) -> EvaluationResult:
     """Run every evaluation the data allows (the first `limit` rows of each set, for quick
-    checks); missing data sets are skipped with a log line."""
+    checks); missing data sets, and languages a set does not have (stsb-multi-mt has no
+    Turkish, for instance), are skipped with a log line."""
     encode = CachedEncoder(model, batch_size)
     teach = CachedEncoder(teacher, batch_size) if teacher is not None else None
     result = EvaluationResult()

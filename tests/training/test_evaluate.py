@@ -56,3 +56,11 @@ def test_markdown_table_with_every_group():
     assert "| STS teacher(en)-model(de) |  | 60.0 |" in table
     assert "| MSE x100 de |  | 0.123 |" in table
     assert "Tatoeba model(deu)->teacher(eng)" in table
+
+
+@pytest.mark.data
+def test_a_language_one_set_lacks_is_skipped_in_that_set_only(st_model, data_dir):
+    # stsb-multi-mt has no Turkish; Tatoeba has: a long run must not crash at the end
+    result = evaluate_model(st_model, data_dir, ["tr"], limit=50)
+    assert "en-tr" not in result.sts and "en-en" in result.sts
+    assert "tur->eng" in result.tatoeba
