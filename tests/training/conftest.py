@@ -40,3 +40,19 @@ def tiny_args(tsv, output, *extra: str) -> list[str]:
         "--skip-eval", "--export", "none", "--logging-steps", "1", "--save-steps", "2",
         "--device", "cpu", *extra,
     ]  # fmt: skip
+
+
+@pytest.fixture
+def fake_command(tmp_path, monkeypatch):
+    """`fake_command(name, script, path_rest)`: an executable shell script `name` in a
+    fresh bin folder put first on PATH (then `path_rest`), standing in for apt-get or npm."""
+
+    def install(name: str, script: str, path_rest: str = "/usr/bin:/bin") -> None:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        fake = bin_dir / name
+        fake.write_text("#!/bin/sh\n" + script)
+        fake.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{bin_dir}:{path_rest}")
+
+    return install

