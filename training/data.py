@@ -24,10 +24,13 @@ import logging
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class DataError(ValueError):
@@ -73,16 +76,25 @@ class ParallelCorpus:
         its first rows: files are often ordered by genre. Kept triples stay in file order."""
         if not max_per_language:
             return self
-        by_language: dict[str, list[int]] = {}
-        for index, (_, _, lang) in enumerate(self.triples):
-            by_language.setdefault(lang, []).append(index)
-        rng = random.Random(seed)
-        keep: set[int] = set()
-        for lang in sorted(by_language):
-            indices = by_language[lang]
-            keep.update(rng.sample(indices, min(max_per_language, len(indices))))
-        kept = [triple for index, triple in enumerate(self.triples) if index in keep]
+        kept = sample_per_language(self.triples, lambda t: t[2], max_per_language, seed)
         return ParallelCorpus(kept, list(self.problems))
+
+
+def sample_per_language(
+    items: list[T], language_of: Callable[[T], str], per_language: int, seed: int
+) -> list[T]:
+    """At most `per_language` items of each language, drawn uniformly at random from all of
+    that language's items (seeded: languages in sorted order, one `random.Random(seed)`),
+    kept in their original order."""
+    rng = random.Random(seed)
+    by_language: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        by_language.setdefault(language_of(item), []).append(index)
+    keep: set[int] = set()
+    for language in sorted(by_language):
+        indices = by_language[language]
+        keep.update(rng.sample(indices, min(per_language, len(indices))))
+    return [item for index, item in enumerate(items) if index in keep]
 
 
 def _clean(text: str) -> str:

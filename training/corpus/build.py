@@ -26,6 +26,7 @@ from training.corpus.filters import (
     filter_pairs,
     normalise,
 )
+from training.data import sample_per_language
 
 log = logging.getLogger(__name__)
 
@@ -269,15 +270,7 @@ def sample_train(pairs: list[Pair], per_language: int | None, seed: int) -> list
     when `per_language` is None. Used for a balanced sample that fits a training budget."""
     if not per_language:
         return pairs
-    rng = random.Random(seed)
-    by_language: dict[str, list[int]] = {}
-    for index, pair in enumerate(pairs):
-        by_language.setdefault(pair.language, []).append(index)
-    keep: set[int] = set()
-    for language in sorted(by_language):
-        indices = by_language[language]
-        keep.update(rng.sample(indices, min(per_language, len(indices))))
-    return [pair for index, pair in enumerate(pairs) if index in keep]
+    return sample_per_language(pairs, lambda pair: pair.language, per_language, seed)
 
 
 def write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
