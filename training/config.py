@@ -57,6 +57,8 @@ class DistillConfig:
     save_steps: int = 200
     logging_steps: int = 20
     resume: bool = False
+    early_stopping_patience: int = 0
+    early_stopping_threshold: float = 0.0
     # input pipeline
     pretokenize: bool = True
     bucket_chunk: int = 64
@@ -84,6 +86,31 @@ class DistillConfig:
             )
         if self.dataloader_workers is not None and self.dataloader_workers < 0:
             raise ValueError(f"dataloader_workers must be >= 0, got {self.dataloader_workers}")
+        self._check_early_stopping()
+
+    def _check_early_stopping(self) -> None:
+        """ValueError naming the flag when the early-stopping settings cannot work."""
+        patience, threshold = self.early_stopping_patience, self.early_stopping_threshold
+        if patience < 0:
+            raise ValueError(f"--early-stopping-patience must be >= 0 (0: off), got {patience}")
+        if threshold < 0:
+            raise ValueError(f"--early-stopping-threshold must be >= 0, got {threshold}")
+        if not patience:
+            if threshold:
+                raise ValueError(
+                    "--early-stopping-threshold only applies with --early-stopping-patience N"
+                )
+            return
+        if self.eval_steps <= 0:
+            raise ValueError(
+                "--early-stopping-patience needs --eval-steps N (> 0): it stops on the dev MSE "
+                "measured every N steps"
+            )
+        if not self.dev:
+            raise ValueError(
+                "--early-stopping-patience needs --dev (parallel dev data): it stops on the "
+                "dev MSE (student(xx) against teacher(en))"
+            )
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -202,6 +229,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-steps", type=int, default=200)
     g.add_argument("--logging-steps", type=int, default=20)
     g.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    g.add_argument(
+        "--early-stopping-patience",
+        type=int,
+        default=0,
+        help="stop when the dev MSE (mean over the --dev languages) has not improved for N "
+        "evaluations, and keep the best checkpoint as the model (needs --eval-steps and "
+        "--dev; checkpoints are then saved at every evaluation; 0: off)",
+    )
+    g.add_argument(
+        "--early-stopping-threshold",
+        type=float,
+        default=0.0,
+        help="smallest dev-MSE improvement that counts (in the logged units, MSE x 100; default 0)",
+    )
     g = p.add_argument_group("input pipeline")
     g.add_argument(
         "--pretokenize",

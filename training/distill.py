@@ -181,6 +181,11 @@ def run(config: DistillConfig) -> Path:
         config.train, languages, config.max_pairs_per_language, seed=config.seed
     )
     dev = data_mod.read_sources(config.dev, languages, 500, split="dev") if config.dev else None
+    if config.early_stopping_patience and not any(lang != "en" for *_, lang in dev.triples):
+        raise SystemExit(
+            "--early-stopping-patience: the --dev data has no non-English pairs in "
+            f"--languages {config.languages} to measure the dev MSE on"
+        )
     log.info("training pairs by language: %s (%d skipped)", dict(train.languages()), train.skipped)
     resume_from = latest_valid_checkpoint(output / CHECKPOINT_DIR) if config.resume else None
     if config.resume and resume_from is None:

@@ -3,7 +3,9 @@ its trainer every N steps, so the learning curves land in `train.log`, in each
 checkpoint's `trainer_state.json` and in `eval/run.json` ("learning_curve").
 
 - `MSEEvaluator` per language on the `--dev` pairs: student(xx) against teacher(en), the
-  quantity the run minimises (`eval_dev-<lang>_negative_mse`, MSE x 100, negated);
+  quantity the run minimises (`eval_dev-<lang>_negative_mse`, MSE x 100, negated), and
+  their mean over the languages (`eval_dev_negative_mse`, `DEV_MSE_METRIC`: what
+  `--early-stopping-patience` watches; greater is better);
 - `TranslationEvaluator` per language on the same pairs: student(en) <-> student(xx)
   retrieval accuracy (`eval_dev-<lang>_mean_accuracy`);
 - `EmbeddingSimilarityEvaluator` on the stsb-multi-mt **dev** split (never test), en-en
@@ -18,6 +20,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sentence_transformers.evaluation import MSEEvaluator, SequentialEvaluator
+
 from training.config import DistillConfig
 from training.data import ParallelCorpus
 from training.evaluate import load_sts
@@ -25,12 +29,29 @@ from training.languages import parse_languages
 
 log = logging.getLogger(__name__)
 STS_DEV_ROWS = 500  # per language: bounds each evaluation on CPU
+DEV_MSE_METRIC = "dev_negative_mse"  # the trainer logs it as eval_dev_negative_mse
+
+
+class TrainingEvaluator(SequentialEvaluator):
+    """sentence-transformers' `SequentialEvaluator`, plus `DEV_MSE_METRIC`: the mean of the
+    `MSEEvaluator`s' negative MSE (x 100) over the dev languages (absent without one)."""
+
+    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict:
+        results = super().__call__(model, output_path, epoch, steps)
+        scores = [
+            results[f"{evaluator.name}_negative_mse"]
+            for evaluator in self.evaluators
+            if isinstance(evaluator, MSEEvaluator)
+        ]
+        if scores:
+            results[DEV_MSE_METRIC] = float(sum(scores) / len(scores))
+        return results
 
 
 def dev_pair_evaluators(teacher, dev: ParallelCorpus, batch_size: int = 64) -> list:
     """MSE (against the teacher's English vectors) and translation retrieval, one pair of
     evaluators per non-English language of `dev`."""
-    from sentence_transformers.evaluation import MSEEvaluator, TranslationEvaluator
+    from sentence_transformers.evaluation import TranslationEvaluator
 
     by_language: dict[str, list[tuple[str, str]]] = {}
     for english, text, lang in dev.triples:
@@ -79,11 +100,9 @@ def sts_dev_evaluators(
 def training_evaluators(
     teacher, dev: ParallelCorpus | None, data_dir: Path | None, config: DistillConfig
 ):
-    """A `SequentialEvaluator` of the above (what the run's data allows), or None when
+    """A `TrainingEvaluator` of the above (what the run's data allows), or None when
     there is neither `--dev` data nor an stsb dev split (the trainer then falls back to
     an eval loss on held-out training rows)."""
-    from sentence_transformers.evaluation import SequentialEvaluator
-
     evaluators = []
     if dev is not None and dev.triples:
         evaluators += dev_pair_evaluators(teacher, dev, config.batch_size)
@@ -95,4 +114,4 @@ def training_evaluators(
     log.info(
         "evaluation every %d steps: %s", config.eval_steps, ", ".join(e.name for e in evaluators)
     )
-    return SequentialEvaluator(evaluators)
+    return TrainingEvaluator(evaluators)

@@ -1,12 +1,14 @@
 """The training loop: sentence-transformers' trainer with MSELoss, plus what a long
 unattended run needs (non-finite loss stops with the step, sentences/s in the logs,
-a higher learning rate for the projection, AMP on CUDA, resumable checkpoints), fed by
+a higher learning rate for the projection, AMP on CUDA, resumable checkpoints, early
+stopping on the dev MSE with the best checkpoint kept as the model), fed by
 `training.input_pipeline` (cached token ids, length-bucketed batches, data-loader workers,
 pinned memory on CUDA) and evaluated every `--eval-steps` by sentence-transformers'
 evaluators (`training.evaluators`)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -16,9 +18,10 @@ import torch
 from datasets import Dataset
 from sentence_transformers import SentenceTransformerTrainer, losses
 from sentence_transformers.training_args import SentenceTransformerTrainingArguments
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 
 from training.config import DistillConfig
+from training.evaluators import DEV_MSE_METRIC
 from training.input_pipeline import BucketSamplerFactory, PretokenizedCollator, default_workers
 
 log = logging.getLogger(__name__)
@@ -84,6 +87,104 @@ def build_optimizer(model, lr: float, projection, projection_lr: float | None, w
     return torch.optim.AdamW(groups, lr=lr)
 
 
+BEST_METRIC = f"eval_{DEV_MSE_METRIC}"  # negative MSE x 100: greater is better
+
+
+def checkpoint_steps(config: DistillConfig) -> int:
+    """Steps between checkpoints: `--save-steps`, but with `--early-stopping-patience` the
+    `--eval-steps`: the best checkpoint must exist for every evaluation that can be the
+    best (transformers only records a best checkpoint that was saved at that step)."""
+    if config.early_stopping_patience and config.save_steps != config.eval_steps:
+        log.warning(
+            "--early-stopping-patience: saving a checkpoint at every evaluation "
+            "(--save-steps %d -> %d, the --eval-steps)",
+            config.save_steps,
+            config.eval_steps,
+        )
+        return config.eval_steps
+    return config.save_steps
+
+
+def stored_patience_counter(checkpoint: Path) -> int:
+    """Evaluations without improvement so far, as `checkpoint`'s trainer_state.json
+    recorded them (0 when the run that wrote it had no early stopping)."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    stored = state.get("stateful_callbacks", {}).get("EarlyStoppingCallback") or {}
+    if isinstance(stored, list):
+        stored = stored[0] if stored else {}
+    return int(stored.get("attributes", {}).get("early_stopping_patience_counter", 0))
+
+
+def early_stopping_callback(
+    config: DistillConfig, resume_from: Path | None
+) -> EarlyStoppingCallback | None:
+    """transformers' `EarlyStoppingCallback` for `--early-stopping-patience` (None when 0).
+    On `--resume` its count of evaluations without improvement continues from the
+    checkpoint (the best metric and best checkpoint come back with the trainer's state), so
+    a resumed run stops where an uninterrupted one would; patience and threshold are this
+    run's flags."""
+    if not config.early_stopping_patience:
+        return None
+    callback = EarlyStoppingCallback(
+        early_stopping_patience=config.early_stopping_patience,
+        early_stopping_threshold=config.early_stopping_threshold,
+    )
+    if resume_from is not None:
+        callback.early_stopping_patience_counter = stored_patience_counter(resume_from)
+    return callback
+
+
+def same_weights(model, checkpoint: Path) -> bool:
+    """Whether `model`'s parameters and buffers equal those saved in `checkpoint`."""
+    saved = type(model)(str(checkpoint), device="cpu").state_dict()
+    current = model.state_dict()
+    return saved.keys() == current.keys() and all(
+        torch.equal(current[key].detach().cpu(), saved[key]) for key in current
+    )
+
+
+def early_stopping_summary(trainer, config: DistillConfig, model) -> dict:
+    """After an early-stopping run: log where it stopped and which checkpoint the model is
+    now (the trainer loads the best one at the end); RuntimeError if the model's weights
+    are not that checkpoint's. Returns the figures for run.json."""
+    state = trainer.state
+    best = state.best_model_checkpoint
+    stopped_early = state.global_step < state.max_steps
+    if stopped_early:
+        log.info(
+            "early stopping: %s did not improve by more than %g for %d evaluations; "
+            "stopped at step %d of %d",
+            BEST_METRIC,
+            config.early_stopping_threshold,
+            config.early_stopping_patience,
+            state.global_step,
+            state.max_steps,
+        )
+    if best is None:
+        log.warning("early stopping: no checkpoint was evaluated; the model is the last step's")
+    elif not same_weights(model, Path(best)):
+        raise RuntimeError(
+            f"the best checkpoint {best} was not loaded into the model at the end of training"
+        )
+    else:
+        log.info(
+            "the final model is the best checkpoint %s (step %s, %s %.5f)",
+            best,
+            state.best_global_step,
+            BEST_METRIC,
+            state.best_metric,
+        )
+    return {
+        "metric": BEST_METRIC,
+        "patience": config.early_stopping_patience,
+        "threshold": config.early_stopping_threshold,
+        "stopped_early": stopped_early,
+        "best_step": state.best_global_step,
+        "best_metric": state.best_metric,
+        "best_checkpoint": best,
+    }
+
+
 def training_arguments(
     config: DistillConfig,
     checkpoint_dir: Path,
@@ -94,13 +195,18 @@ def training_arguments(
 ):
     """The trainer's arguments from the run's config. Pre-tokenised input gets the
     length-bucketed batch sampler; workers default to `default_workers(device)`, pinned
-    memory on CUDA."""
+    memory on CUDA. `--early-stopping-patience` tracks the best `BEST_METRIC` (greater is
+    better), saves at every evaluation and loads the best checkpoint at the end."""
     workers = config.dataloader_workers
     if workers is None:
         workers = default_workers(device)
     extra = {}
     if pretokenized:
         extra["batch_sampler"] = BucketSamplerFactory(config.seed, config.bucket_chunk)
+    if config.early_stopping_patience:
+        extra.update(
+            load_best_model_at_end=True, metric_for_best_model=BEST_METRIC, greater_is_better=True
+        )
     return SentenceTransformerTrainingArguments(
         output_dir=str(checkpoint_dir),
         num_train_epochs=config.epochs,
@@ -115,7 +221,7 @@ def training_arguments(
         bf16=precision == "bf16",
         use_cpu=device == "cpu",
         save_strategy="steps",
-        save_steps=config.save_steps,
+        save_steps=checkpoint_steps(config),
         save_total_limit=2,
         eval_strategy="steps" if has_eval and config.eval_steps else "no",
         eval_steps=config.eval_steps or None,
@@ -149,7 +255,9 @@ def train_student(
     `collator`) or `sentence`/`label` text rows (collator None: tokenised per batch).
     `evaluator`: sentence-transformers evaluator(s) run every `--eval-steps`; without
     one, `--eval-steps` holds out up to 500 training rows for an eval loss.
-    `callbacks`: extra `transformers.TrainerCallback`s (benchmarks time steps with one)."""
+    `callbacks`: extra `transformers.TrainerCallback`s (benchmarks time steps with one).
+    With `--early-stopping-patience`, `evaluator` must report `BEST_METRIC` (a `--dev`
+    `training.evaluators.TrainingEvaluator`); the model ends as the best checkpoint."""
     loss = CheckedMSELoss(model)
     eval_dataset = None
     if config.eval_steps and evaluator is None:
@@ -161,6 +269,9 @@ def train_student(
     if config.projection_lr and projection is not None:
         optimizer = build_optimizer(model, config.lr, projection, config.projection_lr)
     has_eval = eval_dataset is not None or evaluator is not None
+    stopper = early_stopping_callback(config, resume_from)
+    if stopper is not None and evaluator is None:
+        raise ValueError("--early-stopping-patience needs the dev evaluators (--dev data)")
     trainer = SentenceTransformerTrainer(
         model=model,
         args=training_arguments(
@@ -173,6 +284,7 @@ def train_student(
         data_collator=collator,
         callbacks=[
             ProgressCallback(loss, config.batch_size * config.grad_accum),
+            *([stopper] if stopper is not None else []),
             *(callbacks or []),
         ],
         optimizers=(optimizer, None),
@@ -185,6 +297,7 @@ def train_student(
     if not math.isfinite(final_loss):
         raise NonFiniteLossError(f"training ended with a non-finite mean loss ({final_loss})")
     peak_memory = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    stopping = early_stopping_summary(trainer, config, model) if stopper is not None else None
     return {
         "train_seconds": round(seconds, 1),
         "train_steps": trainer.state.global_step,
@@ -192,6 +305,7 @@ def train_student(
         "train_samples_per_second": metrics.get("train_samples_per_second"),
         "peak_cuda_memory_bytes": peak_memory,
         "resumed_from": str(resume_from) if resume_from else None,
+        "early_stopping": stopping,
         "learning_curve": [
             entry
             for entry in trainer.state.log_history
