@@ -89,14 +89,22 @@ def prepare_student(
     fit_targets,
     fit_groups,
     dev=None,
+    cache_dir: Path | None = None,
 ):
-    """The student, its projection (None without one) and the projection's held-out check
-    (None without one). Stops (SystemExit) on a poor fit unless --allow-poor-projection."""
+    """The student, its projection (None without one), the projection's held-out check
+    (None without one) and, with --pretokenize, the student's token ids of
+    `distinct_texts(fit_texts)` (read from or written to `cache_dir`; the projection fit
+    encodes from them and the trainer's input pipeline reuses them; else None). Stops
+    (SystemExit) on a poor fit unless --allow-poor-projection."""
     from training import student as st
+    from training.input_pipeline import cached_token_ids, distinct_texts
     from training.projection import poor_fit_message
 
     model = st.load_student(config.student, teacher_id, device)
     model.max_seq_length = config.max_seq_length
+    tokens = None
+    if config.pretokenize:  # the ids depend only on the tokenizer and max_seq_length
+        tokens = cached_token_ids(model, distinct_texts(fit_texts), cache_dir)
     if config.student_layers:
         st.reduce_layers(model, config.student_layers)
     if config.freeze_embeddings and config.student != "teacher":
@@ -118,6 +126,7 @@ def prepare_student(
             heldout_share=config.projection_heldout,
             seed=config.seed,
             dev=dev,
+            tokens=tokens,
         )
         if fit.poor and not config.allow_poor_projection:
             raise SystemExit(poor_fit_message(fit))
@@ -129,7 +138,7 @@ def prepare_student(
             f"student dimension {student_dim} != teacher dimension {teacher_dim}: "
             "use --projection lstsq (or auto) to map the student into the teacher's space"
         )
-    return model, dense, fit
+    return model, dense, fit, tokens
 
 
 def evaluate_phase(
@@ -209,8 +218,16 @@ def run(config: DistillConfig) -> Path:
             [e for _, e in dev_pairs],
         )
 
-    model, dense, fit = prepare_student(
-        config, teacher, teacher_id, device, fit_texts, fit_targets, fit_groups, dev_check
+    model, dense, fit, tokens = prepare_student(
+        config,
+        teacher,
+        teacher_id,
+        device,
+        fit_texts,
+        fit_targets,
+        fit_groups,
+        dev_check,
+        cache_dir,
     )
     data_dir = resolve_data_dir(config.data)
     dev_triples = dev.triples if dev else None
@@ -222,7 +239,7 @@ def run(config: DistillConfig) -> Path:
         )
 
     dataset, collator = build_inputs(
-        model, samples, english, vectors, cache_dir, pretokenize=config.pretokenize
+        model, samples, english, vectors, cache_dir, pretokenize=config.pretokenize, tokens=tokens
     )
     evaluator = training_evaluators(teacher, dev, data_dir, config) if config.eval_steps else None
     stats = train_student(

@@ -12,7 +12,9 @@ sentence. Here:
   batches, sorts each chunk by length, cuts batches and shuffles the batch order: seeded
   by (seed, epoch), every sample exactly once per epoch, so `--resume` replays the order;
 - `PretokenizedCollator` turns a batch of row indices into padded tensors and the
-  teacher's target vectors (no tokeniser, no per-row Python lists of floats).
+  teacher's target vectors (no tokeniser, no per-row Python lists of floats);
+- `encode_token_ids` is `model.encode` from the cached ids: the projection fit encodes the
+  training texts with it, so they are tokenised once per run, not twice.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,37 +238,82 @@ class PretokenizedCollator:
 
     @classmethod
     def for_model(cls, model, tokens: TokenizedTexts, targets: np.ndarray) -> PretokenizedCollator:
-        tokenizer = model.tokenizer
         return cls(
             tokens=tokens,
             targets=np.ascontiguousarray(targets, dtype=np.float32),
-            pad_id=tokenizer.pad_token_id or 0,
-            left_padding=getattr(tokenizer, "padding_side", "right") == "left",
-            token_type_ids="token_type_ids" in tokenizer.model_input_names,
+            **padding_of(model),
         )
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:
             return {}
-        sequences = [self.tokens[row["text"]] for row in rows]
-        longest = max(len(s) for s in sequences)
-        ids = np.full((len(rows), longest), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), longest), dtype=np.int64)
-        for i, sequence in enumerate(sequences):
-            if self.left_padding:
-                ids[i, longest - len(sequence) :] = sequence
-                mask[i, longest - len(sequence) :] = 1
-            else:
-                ids[i, : len(sequence)] = sequence
-                mask[i, : len(sequence)] = 1
-        batch = {
-            "label": torch.from_numpy(self.targets[[row["target"] for row in rows]]),
-            f"{COLUMN}_input_ids": torch.from_numpy(ids),
-            f"{COLUMN}_attention_mask": torch.from_numpy(mask),
-        }
-        if self.token_type_ids:
-            batch[f"{COLUMN}_token_type_ids"] = torch.zeros_like(batch[f"{COLUMN}_input_ids"])
+        features = pad_sequences(
+            [self.tokens[row["text"]] for row in rows],
+            self.pad_id,
+            self.left_padding,
+            self.token_type_ids,
+        )
+        batch = {f"{COLUMN}_{name}": tensor for name, tensor in features.items()}
+        batch["label"] = torch.from_numpy(self.targets[[row["target"] for row in rows]])
         return batch
+
+
+def padding_of(model) -> dict[str, Any]:
+    """How `model`'s tokenizer pads: `pad_id`, `left_padding`, `token_type_ids` (whether
+    the model takes them)."""
+    tokenizer = model.tokenizer
+    return {
+        "pad_id": tokenizer.pad_token_id or 0,
+        "left_padding": getattr(tokenizer, "padding_side", "right") == "left",
+        "token_type_ids": "token_type_ids" in tokenizer.model_input_names,
+    }
+
+
+def pad_sequences(
+    sequences: Sequence[np.ndarray], pad_id: int, left_padding: bool, token_type_ids: bool
+) -> dict[str, torch.Tensor]:
+    """Token id sequences -> the model's features, as its tokenizer pads them:
+    `input_ids` / `attention_mask` (int64 [batch, longest]) and `token_type_ids` (zeros)
+    when the model takes them."""
+    longest = max(len(s) for s in sequences)
+    ids = np.full((len(sequences), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(sequences), longest), dtype=np.int64)
+    for i, sequence in enumerate(sequences):
+        span = slice(longest - len(sequence), longest) if left_padding else slice(len(sequence))
+        ids[i, span] = sequence
+        mask[i, span] = 1
+    features = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    if token_type_ids:
+        features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+    return features
+
+
+def encode_token_ids(
+    model, tokens: TokenizedTexts, batch_size: int = 128, show_progress_bar: bool = False
+) -> np.ndarray:
+    """`model.encode(texts)` (float32 [len(tokens), dim], in the order of `tokens`) for the
+    texts whose ids `tokens` holds, without the tokenizer: batches of similar length,
+    longest first (as `encode` cuts them), the model in eval mode, no gradients. `model`:
+    a SentenceTransformer whose first module takes these ids (the student itself or
+    `training.student.pooled_model` of it)."""
+    from tqdm.auto import trange
+
+    padding = padding_of(model)
+    order = np.argsort(-tokens.lengths, kind="stable")
+    vectors: np.ndarray | None = None
+    model.eval()
+    with torch.inference_mode():
+        for start in trange(0, len(order), batch_size, disable=not show_progress_bar):
+            batch = order[start : start + batch_size]
+            features = pad_sequences([tokens[i] for i in batch], **padding)
+            features = {name: tensor.to(model.device) for name, tensor in features.items()}
+            embeddings = model(features)["sentence_embedding"].float().cpu().numpy()
+            if vectors is None:
+                vectors = np.empty((len(tokens), embeddings.shape[1]), dtype=np.float32)
+            vectors[batch] = embeddings
+    if vectors is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    return vectors
 
 
 def default_workers(device: str) -> int:
@@ -279,6 +326,11 @@ def default_workers(device: str) -> int:
 # ---------------------------------------------------------------- the dataset
 
 
+def distinct_texts(texts: Iterable[str]) -> list[str]:
+    """Each text once, in first-occurrence order: the rows of the token-id cache."""
+    return list(dict.fromkeys(texts))
+
+
 def build_inputs(
     model,
     samples: Sequence[tuple[str, str]],
@@ -286,9 +338,12 @@ def build_inputs(
     vectors: np.ndarray,
     cache_dir: Path,
     pretokenize: bool = True,
+    tokens: TokenizedTexts | None = None,
 ):
     """The trainer's dataset and collator for (text, english) `samples`, whose targets are
-    `vectors[english.index(english)]` (float32 [len(english), dim]).
+    `vectors[english.index(english)]` (float32 [len(english), dim]). `tokens`: the ids of
+    `distinct_texts` of the samples' texts when the caller has them already
+    (`cached_token_ids`); else they are read from (or written to) `cache_dir`.
 
     pretokenize: rows `text` (index into the cached token ids), `target` (row of
     `vectors`) and `length` (tokens, for the bucketed sampler), with a
@@ -303,9 +358,12 @@ def build_inputs(
             "label": [vectors[target_of[e]] for _, e in samples],
         }
         return Dataset.from_dict(data), None
-    texts = list(dict.fromkeys(text for text, _ in samples))
+    texts = distinct_texts(text for text, _ in samples)
     text_of = {text: i for i, text in enumerate(texts)}
-    tokens = cached_token_ids(model, texts, cache_dir)
+    if tokens is None:
+        tokens = cached_token_ids(model, texts, cache_dir)
+    elif len(tokens) != len(texts):
+        raise ValueError(f"{len(tokens)} token id rows for {len(texts)} distinct texts")
     rows = np.fromiter((text_of[text] for text, _ in samples), dtype=np.int64, count=len(samples))
     dataset = Dataset.from_dict(
         {

@@ -145,6 +145,23 @@ def set_projection(dense: models.Dense, w: np.ndarray, b: np.ndarray) -> None:
         dense.linear.bias.copy_(torch.from_numpy(b))
 
 
+def pooled_vectors(encoder: SentenceTransformer, texts: list[str], tokens, batch_size: int):
+    """`encoder.encode(texts)` (float32 [len(texts), dim]); from `tokens` (the ids of
+    `distinct_texts(texts)`, each distinct text encoded once) when given."""
+    from training.input_pipeline import distinct_texts, encode_token_ids
+
+    if tokens is None:
+        return encoder.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True
+        )
+    row_of = {text: i for i, text in enumerate(distinct_texts(texts))}
+    if len(row_of) != len(tokens):
+        raise ValueError(f"{len(tokens)} token id rows for {len(row_of)} distinct texts")
+    log.info("projection fit: encoding %d texts from their cached token ids", len(tokens))
+    vectors = encode_token_ids(encoder, tokens, batch_size, show_progress_bar=True)
+    return vectors[[row_of[text] for text in texts]]
+
+
 def fit_projection(
     model: SentenceTransformer,
     dense: models.Dense,
@@ -156,18 +173,19 @@ def fit_projection(
     seed: int = 42,
     batch_size: int = 128,
     dev: tuple[list[str], np.ndarray, list[str]] | None = None,
+    tokens=None,
 ):
     """Initialise `dense` in closed form so that projection(pool(student(text))) ~ target,
     fitted on a random training share and checked on a held-out share of English
     sentences (`groups`: the English sentence of each text), and on `dev` (texts, teacher
-    targets, English sentences) when given. Returns the
-    `training.projection.ProjectionFit`; a poor fit is reported there, not raised."""
+    targets, English sentences) when given. `tokens`: the student's cached token ids of
+    `training.input_pipeline.distinct_texts(texts)` (`cached_token_ids`), so the texts
+    are not tokenised a second time; without them the texts are encoded as usual. Returns
+    the `training.projection.ProjectionFit`; a poor fit is reported there, not raised."""
     from training.projection import check_on_dev, fit_checked
 
     encoder = pooled_model(model)
-    pooled = encoder.encode(
-        texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True
-    )
+    pooled = pooled_vectors(encoder, texts, tokens, batch_size)
     fit = fit_checked(pooled, targets, groups, ridge=ridge, heldout_share=heldout_share, seed=seed)
     if dev and dev[0]:
         dev_x = encoder.encode(dev[0], batch_size=batch_size, convert_to_numpy=True)

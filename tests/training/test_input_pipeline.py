@@ -122,3 +122,19 @@ def test_worker_processes_give_the_same_batches(model, tmp_path):
     assert len(in_process) == len(workers) == 4
     for a, b in zip(in_process, workers):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_encoding_from_cached_ids_equals_model_encode(model, tmp_path):
+    """The projection fit's path: vectors from the cached ids (no tokenizer, length-sorted
+    batches) equal `encode` on the texts, for texts of different lengths (one truncated),
+    for the whole model and for the modules up to pooling."""
+    from training.student import pooled_model
+
+    tokens = ip.cached_token_ids(model, TEXTS, tmp_path)
+    assert len(set(tokens.lengths.tolist())) > 5  # several lengths in one batch
+    for encoder in (model, pooled_model(model)):
+        expected = encoder.encode(TEXTS, batch_size=4)
+        got = ip.encode_token_ids(encoder, tokens, batch_size=4)
+        assert got.shape == expected.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
+    assert ip.distinct_texts(["b", "a", "b", "c"]) == ["b", "a", "c"]

@@ -72,3 +72,30 @@ def test_projection_lowers_the_starting_mse(bundled_model):
     after = np.mean((student.encode(texts) - targets) ** 2)
     assert after < before / 2
     assert [type(m).__name__ for m in student] == ["Transformer", "Pooling", "Dense", "Normalize"]
+
+
+def test_projection_fit_from_cached_token_ids_is_unchanged(bundled_model, tmp_path):
+    """Fitting from the cached token ids (each distinct text encoded once, duplicates
+    mapped back) gives the map fitting from the texts gives."""
+    from training.input_pipeline import cached_token_ids, distinct_texts
+
+    teacher = SentenceTransformer(str(bundled_model), device="cpu")
+    words = ["cats", "dogs", "cars", "rain", "music", "bread", "stocks", "trees"]
+    texts = [f"sentence {i} about {w}" + " and more" * (i % 5) for i, w in enumerate(words * 6)]
+    texts += texts[:8]  # duplicates, as when a translation equals another sample's text
+    targets = teacher.encode(texts)
+    fits = []
+    for use_tokens in (False, True):
+        student = SentenceTransformer(str(bundled_model), device="cpu")
+        reduce_layers(student, 1)
+        dense = insert_projection(student, 384)
+        tokens = cached_token_ids(student, distinct_texts(texts), tmp_path) if use_tokens else None
+        fits.append(
+            fit_projection(student, dense, texts, targets, texts, ridge=1e-2, tokens=tokens)
+        )
+    plain, cached = fits
+    np.testing.assert_allclose(cached.w, plain.w, atol=1e-4)
+    np.testing.assert_allclose(cached.b, plain.b, atol=1e-4)
+    assert cached.heldout_mse == pytest.approx(plain.heldout_mse, rel=1e-4)
+    with pytest.raises(ValueError, match="token id rows"):
+        fit_projection(student, dense, texts[:5], targets[:5], texts[:5], tokens=tokens)
