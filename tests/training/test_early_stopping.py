@@ -129,6 +129,8 @@ def test_stops_when_the_dev_mse_gets_worse_and_keeps_the_best_checkpoint(tiny_ts
     log = (output / "train.log").read_text()
     assert f"the final model is the best checkpoint {best}" in log
     assert "stopped at step" in log
+    card = (output / "README.md").read_text()
+    assert f"stopped early; this model is the best checkpoint, step {stopping['best_step']}" in card
 
 
 def test_resume_continues_the_patience_count(tiny_tsv, tmp_path):
