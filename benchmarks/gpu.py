@@ -166,7 +166,10 @@ def serve(model: Path, backend: str, device: str, extra: list[str]) -> tuple[sub
     port = free_port()
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--model", str(model), "--backend", backend, "--device", device,
-               "--max-queued-inputs", "100000", "--log-level", "warning", *extra]  # fmt: skip
+               "--max-queued-inputs", "100000", "--log-level", "warning",
+               # a capacity measurement: closed-loop clients never outrun the queue, so the
+               # admission bound (5 s by default, 429s on a slow host) is lifted
+               "--max-queue-wait-s", "60", "--request-timeout-s", "120", *extra]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
