@@ -71,6 +71,27 @@ def random_weights_copy(source: Path, target: Path, seed: int = 0) -> Path:
     return target
 
 
+def weightless_copy(source: Path, target: Path) -> Path:
+    """Copy the sentence-transformers folder `source` to `target` without the transformer's
+    weights and without ONNX files: config, tokenizer, pooling and Dense layers only, all
+    that `random_weights_copy` reads, small enough to carry to a GPU host."""
+    from service.artifacts import transformer_dir
+
+    source, target = Path(source), Path(target)
+    transformer = transformer_dir(source).resolve()
+    skip_weights = shutil.ignore_patterns(*WEIGHT_PATTERNS)
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skipped = {"onnx"} & set(names)
+        if Path(folder).resolve() == transformer:
+            skipped |= set(skip_weights(folder, names))
+        return skipped
+
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=ignore)
+    return target
+
+
 class GpuSampler:
     """Mean and peak GPU utilisation (%) of device 0 while active, via pynvml; None when
     pynvml or an NVIDIA GPU is missing."""
@@ -145,7 +166,10 @@ def serve(model: Path, backend: str, device: str, extra: list[str]) -> tuple[sub
     port = free_port()
     command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
                "--model", str(model), "--backend", backend, "--device", device,
-               "--max-queued-inputs", "100000", "--log-level", "warning", *extra]  # fmt: skip
+               "--max-queued-inputs", "100000", "--log-level", "warning",
+               # a capacity measurement: closed-loop clients never outrun the queue, so the
+               # admission bound (5 s by default, 429s on a slow host) is lifted
+               "--max-queue-wait-s", "60", "--request-timeout-s", "120", *extra]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -225,6 +249,12 @@ def machine() -> str:
     return described
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a supervisor) raises SystemExit, so `finally` stops the server,
+    which runs in its own session and would otherwise outlive this process."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, help="sentence-transformers folder (default: bundled)")
@@ -263,4 +293,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_sigterm()
     main()

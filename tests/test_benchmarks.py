@@ -155,3 +155,84 @@ def test_onnx_pooling_variants_give_the_served_vectors(bundled_model, cache_dir,
         vectors = run()
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
         np.testing.assert_allclose(vectors, served, atol=1e-5)
+
+
+def _tiny_stsb(folder, rows: int = 24):
+    """A 2-language stsb-multi-mt train split (aligned en/de CSV rows) under `folder`."""
+    stsb = folder / "stsb-multi-mt"
+    stsb.mkdir(parents=True)
+    en = [f"A man plays instrument number {i}.,A person plays music {i}.,3.0" for i in range(rows)]
+    de = [f"Ein Mann spielt Instrument {i}.,Eine Person macht Musik {i}.,3.0" for i in range(rows)]
+    (stsb / "stsb-en-train.csv").write_text("\n".join(en) + "\n", encoding="utf-8")
+    (stsb / "stsb-de-train.csv").write_text("\n".join(de) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_weightless_copy_keeps_config_and_tokenizer_only(bundled_model, tmp_path):
+    from benchmarks.gpu import weightless_copy
+
+    skeleton = weightless_copy(bundled_model, tmp_path / "skeleton")
+    assert not list(skeleton.rglob("*.safetensors")) and not (skeleton / "onnx").exists()
+    for name in ("config.json", "tokenizer.json", "modules.json", "1_Pooling/config.json"):
+        assert (skeleton / name).read_bytes() == (bundled_model / name).read_bytes()
+
+
+def test_train_speed_random_weights_needs_no_weight_files(bundled_model, tmp_path):
+    """What a GPU host is sent for issue 17's trainer figure: teacher and e5-style student
+    folders holding config + tokenizer only, rebuilt with random weights, trained a few
+    steps on the plain loop and the trainer's new input path."""
+    import json
+
+    from benchmarks.gpu import weightless_copy
+    from benchmarks.train_speed import main
+
+    skeleton = weightless_copy(bundled_model, tmp_path / "skeleton")
+    out = tmp_path / "train_speed.json"
+    main(["--data", str(_tiny_stsb(tmp_path / "data")), "--pairs", "16", "--steps", "2",
+          "--warmup", "0", "--batch-size", "4", "--max-seq-length", "32",
+          "--paths", "plain,new", "--student", "e5", "--student-dir", str(skeleton),
+          "--teacher", str(skeleton), "--random-weights", "--output", str(out)])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["random_weights"] is True and report["samples"] == 32  # de->en, en->en
+    assert report["student_dir"] == report["teacher"] == str(skeleton)
+    assert all(report["paths"][p]["sentences_per_s"] > 0 for p in ("plain", "new"))
+    assert not list(skeleton.rglob("*.safetensors"))  # the source folder is left as it was
+
+
+def test_device_scripts_are_valid_bash():
+    """The one-command GPU run (benchmarks/device_h200.sh) and its preparation parse."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    for script in ("device_h200.sh", "device_prepare.sh"):
+        path = Path(__file__).parents[1] / "benchmarks" / script
+        result = subprocess.run([bash, "-n", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+
+
+def test_device_wheels_are_pinned_as_in_the_lock():
+    """Every wheel carried to the GPU host is the version requirements.lock pins, once."""
+    import re
+    from pathlib import Path
+
+    def normalise(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    def pins(path: Path) -> list[tuple[str, str]]:
+        lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+        return [
+            (normalise(name), version)
+            for name, version in (line.split("==") for line in lines if line)
+        ]
+
+    root = Path(__file__).parents[1]
+    lock = dict(pins(root / "requirements.lock"))
+    wheels = pins(root / "benchmarks" / "device_wheels.txt")
+    assert len(wheels) == len({name for name, _ in wheels}), "a package listed twice"
+    assert {"fastapi", "uvicorn", "pydantic-settings", "orjson", "pyzmq"} <= dict(wheels).keys()
+    for name, version in wheels:
+        assert lock.get(name) == version, f"{name}=={version}, lock: {lock.get(name)}"
