@@ -62,8 +62,9 @@ def dev_pair_evaluators(teacher, dev: ParallelCorpus, batch_size: int = 64) -> l
         english = [e for e, _ in pairs]
         texts = [t for _, t in pairs]
         name = f"dev-{lang}"
+        # MSEEvaluator(source, target): teacher.encode(source) against model.encode(target)
         evaluators.append(
-            MSEEvaluator(texts, english, teacher_model=teacher, name=name, batch_size=batch_size)
+            MSEEvaluator(english, texts, teacher_model=teacher, name=name, batch_size=batch_size)
         )
         evaluators.append(TranslationEvaluator(english, texts, name=name, batch_size=batch_size))
     return evaluators

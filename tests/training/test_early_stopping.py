@@ -83,8 +83,8 @@ def test_dev_mse_metric_is_the_mean_over_languages(st_model):
     english = [en for en, _ in PAIRS]
     german = [de for _, de in PAIRS]
     evaluators = [
-        MSEEvaluator(german[:8], english[:8], teacher_model=st_model, name="dev-de"),
-        MSEEvaluator(german[8:], english[8:], teacher_model=st_model, name="dev-xx"),
+        MSEEvaluator(english[:8], german[:8], teacher_model=st_model, name="dev-de"),
+        MSEEvaluator(english[8:], german[8:], teacher_model=st_model, name="dev-xx"),
     ]
     results = TrainingEvaluator(evaluators)(st_model)
     mean = (results["dev-de_negative_mse"] + results["dev-xx_negative_mse"]) / 2
