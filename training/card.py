@@ -20,6 +20,16 @@ def _results_section(results: dict) -> str:
     )
 
 
+def _dev_line(summary: dict) -> str:
+    """The dev pairs the MSE figures are on (their sample decides the MSE's level)."""
+    dev = summary.get("dev")
+    if not dev:
+        return ""
+    pairs = ", ".join(f"{k} {v}" for k, v in dev["pairs_by_language"].items())
+    sources = ", ".join(f"`{d}`" for d in dev["data"])
+    return f"- Dev pairs (MSE): {sources}, {dev['sampling']}: {pairs}\n"
+
+
 def _projection_line(summary: dict) -> str:
     fit = summary.get("projection_fit")
     if not fit:
@@ -94,7 +104,7 @@ English teacher can be queried in the other languages.
   {summary["samples"]} training sentences,
   {summary["skipped_lines"]} malformed lines skipped;
   sampling: {summary.get("sampling", "all pairs")}
-{_projection_line(summary)}
+{_dev_line(summary)}{_projection_line(summary)}
 - Hardware: {summary["hardware"]}, device `{summary["device"]}`,
   precision `{summary["precision"]}`
 - Wall time: {summary["wall_time_s"] / 60:.1f} min (training

@@ -3,6 +3,11 @@ translation retrieval, and MSE to a teacher; cross-space figures with `--teacher
 
     python -m training.evaluate --model PATH --data ../shared/data \
         --languages de,es,fr,it [--teacher PATH] [--output eval.json]
+
+Named parallel evaluation sets (`--parallel-dev docs=corpus/cpu-recipe`: the held-out
+`dev/` split a `python -m training.corpus build` folder holds, or any folder or file of
+English<TAB>translation TSV) add translation retrieval and MSE to the teacher on text of
+another domain than stsb and Tatoeba (documentation, for instance).
 """
 
 from __future__ import annotations
@@ -46,12 +51,16 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-def retrieval_accuracy(queries: np.ndarray, candidates: np.ndarray) -> float:
-    """Share (x100) of queries whose nearest candidate by cosine is the aligned row."""
+def retrieval_accuracy(
+    queries: np.ndarray, candidates: np.ndarray, gold: np.ndarray | None = None
+) -> float:
+    """Share (x100) of queries (n, d) whose nearest candidate (m, d) by cosine is the right
+    one: candidate `gold[i]` for query i (n indices), or the aligned row i without `gold`."""
     q = queries / np.clip(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12, None)
     c = candidates / np.clip(np.linalg.norm(candidates, axis=1, keepdims=True), 1e-12, None)
     best = np.argmax(q @ c.T, axis=1)
-    return float(np.mean(best == np.arange(len(q))) * 100.0)
+    target = np.arange(len(q)) if gold is None else np.asarray(gold)
+    return float(np.mean(best == target) * 100.0)
 
 
 def mse_x100(predicted: np.ndarray, target: np.ndarray) -> float:
@@ -102,6 +111,47 @@ def load_tatoeba(
     return xx[:limit], en[:limit]
 
 
+def parse_parallel_dev(spec: str) -> tuple[str, Path]:
+    """`NAME=PATH` -> (NAME, PATH); a bare PATH is named after its folder (`corpus/docs` and
+    `corpus/docs/dev` -> "docs"). Raises ValueError on an empty name or path."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = "", spec
+    folder = Path(path)
+    if not name:
+        name = (folder.parent if folder.name == "dev" else folder).name
+    if not name or not path:
+        raise ValueError(f"--parallel-dev expects NAME=PATH or PATH, got {spec!r}")
+    return name, folder
+
+
+def load_parallel_dev(path: str | Path, languages: list[str]) -> list[tuple[str, str, str]]:
+    """(english, translation, language) triples of a held-out parallel set, for the
+    `languages` it has: a corpus folder (its `dev/` split, as `python -m training.corpus
+    build` writes it), a folder of `*-en-xx.tsv[.gz]` files, or one such file. Raises
+    `training.data.DataError` when nothing usable is found."""
+    from training import data
+
+    path = Path(path)
+    if path.is_dir() and (path / "dev").is_dir():
+        corpus = data.read_tsv_folder(path, languages, split="dev")
+    elif path.is_dir() and (path / "train").is_dir():
+        raise data.DataError(f"{path} has a train/ split but no dev/: not evaluating on it")
+    elif path.is_dir():
+        corpus = data.read_tsv_folder(path, languages, split="train")  # the folder's own files
+    else:
+        corpus = data.read_parallel_tsv(path)
+    for problem in corpus.problems[:10]:
+        log.warning("skipped %s", problem)
+    triples = [t for t in corpus.triples if t[2] in languages]
+    if not triples:
+        raise data.DataError(f"no pairs for {', '.join(languages)} in {path}")
+    missing = sorted(set(languages) - {t[2] for t in triples} - {"en"})
+    if missing:
+        log.warning("%s has no pairs for %s: skipped in that set", path, ", ".join(missing))
+    return triples
+
+
 # ---------------------------------------------------------------- encoding
 
 
@@ -132,6 +182,10 @@ class EvaluationResult:
     tatoeba: dict[str, float] = field(default_factory=dict)  # "deu->eng", "eng->deu"
     tatoeba_cross_space: dict[str, float] = field(default_factory=dict)  # model(xx)->teacher(en)
     mse: dict[str, float] = field(default_factory=dict)  # MSE x100 to teacher per language
+    # named parallel sets (--parallel-dev), keys "<set>:<code>->eng" and "<set>:<lang>"
+    parallel_retrieval: dict[str, float] = field(default_factory=dict)  # model(xx)->model(en)
+    parallel_retrieval_cross_space: dict[str, float] = field(default_factory=dict)  # ->teacher
+    parallel_mse: dict[str, float] = field(default_factory=dict)  # MSE x100 to teacher(en)
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {k: dict(v) for k, v in self.__dict__.items()}
@@ -206,6 +260,33 @@ def evaluate_mse(
     return result
 
 
+def evaluate_parallel_set(
+    name: str,
+    encode: CachedEncoder,
+    triples: list[tuple[str, str, str]],
+    teacher: CachedEncoder | None = None,
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Translation retrieval (%) model(xx) -> model(en) per language of (english, text,
+    lang) triples, the candidates being the language's distinct English sentences (a
+    sentence with two translations is one candidate); with a teacher, also model(xx) ->
+    teacher(en) and MSE x100 of model(xx) to teacher(en). Keys "<name>:<code>->eng" for
+    retrieval, "<name>:<lang>" for MSE."""
+    by_lang: dict[str, list[tuple[str, str, str]]] = {}
+    for triple in triples:
+        by_lang.setdefault(triple[2], []).append(triple)
+    same, cross_space, mse = {}, {}, {}
+    for lang, items in sorted(by_lang.items()):
+        english = list(dict.fromkeys(e for e, _, _ in items))
+        gold = np.array([english.index(e) for e, _, _ in items])
+        queries = encode([t for _, t, _ in items])
+        key = f"{name}:{tatoeba_code(lang)}->eng"
+        same[key] = retrieval_accuracy(queries, encode(english), gold)
+        if teacher is not None:
+            cross_space[key] = retrieval_accuracy(queries, teacher(english), gold)
+            mse[f"{name}:{lang}"] = mse_x100(queries, teacher([e for e, _, _ in items]))
+    return same, cross_space, mse
+
+
 def evaluate_model(
     model: Encoder,
     data_dir: Path | None,
@@ -214,10 +295,13 @@ def evaluate_model(
     dev_pairs: list[tuple[str, str, str]] | None = None,
     batch_size: int = 128,
     limit: int | None = None,
+    parallel_sets: dict[str, list[tuple[str, str, str]]] | None = None,
 ) -> EvaluationResult:
     """Run every evaluation the data allows (the first `limit` rows of each set, for quick
     checks); missing data sets, and languages a set does not have (stsb-multi-mt has no
-    Turkish, for instance), are skipped with a log line."""
+    Turkish, for instance), are skipped with a log line. `parallel_sets` maps a set's name
+    to its (english, text, lang) triples (`load_parallel_dev`), evaluated whole (no
+    `limit`) with `evaluate_parallel_set`."""
     encode = CachedEncoder(model, batch_size)
     teach = CachedEncoder(teacher, batch_size) if teacher is not None else None
     result = EvaluationResult()
@@ -236,6 +320,11 @@ def evaluate_model(
             log.warning("no tatoeba in %s: retrieval skipped", data_dir)
     if teach is not None and dev_pairs:
         result.mse = evaluate_mse(encode, teach, dev_pairs)
+    for name, triples in (parallel_sets or {}).items():
+        same, cross_space, mse = evaluate_parallel_set(name, encode, triples, teach)
+        result.parallel_retrieval.update(same)
+        result.parallel_retrieval_cross_space.update(cross_space)
+        result.parallel_mse.update(mse)
     return result
 
 
@@ -249,6 +338,13 @@ def metric_label(group: str, key: str) -> str:
         return f"Tatoeba {key}"
     if group == "tatoeba_cross_space":
         return f"Tatoeba model({key.split('->')[0]})->teacher(eng)"
+    if group.startswith("parallel_"):
+        name, _, rest = key.rpartition(":")
+        if group == "parallel_retrieval":
+            return f"{name} retrieval {rest}"
+        if group == "parallel_retrieval_cross_space":
+            return f"{name} retrieval model({rest.split('->')[0]})->teacher(eng)"
+        return f"{name} MSE x100 {rest}"
     return f"MSE x100 {key}"
 
 
@@ -259,7 +355,7 @@ def markdown_table(results: dict[str, EvaluationResult]) -> str:
     for col, res in enumerate(results.values()):
         for group, values in res.to_dict().items():
             for key, value in values.items():
-                cell = f"{value:.3f}" if group == "mse" else f"{value:.1f}"
+                cell = f"{value:.3f}" if group.endswith("mse") else f"{value:.1f}"
                 rows.setdefault(metric_label(group, key), [""] * len(names))[col] = cell
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows.items()]
@@ -275,23 +371,47 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--output", type=Path, help="write the results as JSON here")
     parser.add_argument("--limit", type=int, help="only the first N rows of each set (quick look)")
+    parser.add_argument(
+        "--parallel-dev",
+        action="append",
+        default=[],
+        metavar="[NAME=]PATH",
+        help="a named held-out parallel set: a corpus folder (its dev/ split), a folder of "
+        "*-en-xx.tsv[.gz] files or one file; repeatable (e.g. docs=corpus/cpu-recipe)",
+    )
+    parser.add_argument(
+        "--parallel-dev-only",
+        action="store_true",
+        help="evaluate only the --parallel-dev sets (no stsb, Tatoeba)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    languages = parse_languages(args.languages)
+    if args.parallel_dev_only and not args.parallel_dev:
+        parser.error("--parallel-dev-only needs at least one --parallel-dev")
+    try:
+        parallel_sets = dict(
+            (name, load_parallel_dev(path, languages))
+            for name, path in map(parse_parallel_dev, args.parallel_dev)
+        )
+    except ValueError as exc:  # DataError is a ValueError
+        parser.error(str(exc))
 
     from sentence_transformers import SentenceTransformer
 
-    data_dir = resolve_data_dir(args.data)
-    if data_dir is None:
+    data_dir = None if args.parallel_dev_only else resolve_data_dir(args.data)
+    if data_dir is None and not args.parallel_dev_only:
         parser.error("no data folder: pass --data or set POLYGLOT_DATA")
     model = SentenceTransformer(args.model)
     teacher = SentenceTransformer(args.teacher) if args.teacher else None
     result = evaluate_model(
         model,
         data_dir,
-        parse_languages(args.languages),
+        languages,
         teacher,
         batch_size=args.batch_size,
         limit=args.limit,
+        parallel_sets=parallel_sets,
     )
     print(markdown_table({Path(args.model).name or args.model: result}))
     if args.output:

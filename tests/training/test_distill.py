@@ -217,7 +217,11 @@ def test_poor_projection_stops_the_run_unless_allowed(tiny_tsv, tmp_path):
     info = json.loads((output / "eval" / "run.json").read_text())
     assert info["languages"] == {"de": 12}
     assert info["projection_fit"]["dev_r2"] is not None  # also checked on the --dev pairs
+    # the dev sample decides the MSE's level (docs/results.md, run 5): it is recorded
+    assert info["dev"]["pairs_by_language"] == {"de": 16}
+    assert info["dev"]["sampling"] == "at most 500 pairs per language, drawn at random (seed 42)"
     card = (output / "README.md").read_text()
+    assert f"- Dev pairs (MSE): `{tiny_tsv}`, at most 500 pairs" in card
     assert "12 pairs per language, drawn at random (seed 42)" in card
     assert "Projection check" in card and "POOR: held-out" in card
     assert info["projection_fit"]["problems"] and info["train_steps"] == 1

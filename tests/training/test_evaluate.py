@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from training.evaluate import (
+    CachedEncoder,
     cosine_rows,
     evaluate_model,
     markdown_table,
@@ -64,3 +65,113 @@ def test_a_language_one_set_lacks_is_skipped_in_that_set_only(st_model, data_dir
     result = evaluate_model(st_model, data_dir, ["tr"], limit=50)
     assert "en-tr" not in result.sts and "en-en" in result.sts
     assert "tur->eng" in result.tatoeba
+
+
+# ---------------------------------------------------------------- named parallel sets
+
+
+def test_retrieval_accuracy_with_gold_indices():
+    eye = np.eye(3)
+    # two queries are translations of candidate 0, one of candidate 2
+    queries = np.array([[1.0, 0.1, 0.0], [0.9, 0.0, 0.2], [0.0, 0.1, 1.0]])
+    assert retrieval_accuracy(queries, eye, np.array([0, 0, 2])) == 100.0
+    assert retrieval_accuracy(queries, eye) == pytest.approx(200 / 3)  # aligned: query 1 wrong
+
+
+def test_parse_parallel_dev_names():
+    from pathlib import Path
+
+    from training.evaluate import parse_parallel_dev
+
+    assert parse_parallel_dev("docs=corpus/cpu-recipe") == ("docs", Path("corpus/cpu-recipe"))
+    assert parse_parallel_dev("corpus/cpu-recipe") == ("cpu-recipe", Path("corpus/cpu-recipe"))
+    assert parse_parallel_dev("corpus/cpu-recipe/dev")[0] == "cpu-recipe"
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        parse_parallel_dev("docs=")
+
+
+def _corpus_folder(root, dev_rows, train_rows=(("Train only sentence here.", "Nur Training."),)):
+    import gzip
+
+    for split, rows in (("dev", dev_rows), ("train", train_rows)):
+        if rows is None:
+            continue
+        (root / split).mkdir(parents=True)
+        with gzip.open(root / split / "corpus.en-de.tsv.gz", "wt", encoding="utf-8") as handle:
+            handle.writelines(f"{en}\t{xx}\n" for en, xx in rows)
+    return root
+
+
+def test_load_parallel_dev_reads_the_dev_split_only(tmp_path):
+    from training.data import DataError
+    from training.evaluate import load_parallel_dev
+
+    rows = [("Open the file menu.", "Öffnen Sie das Menü Datei."), ("Save it.", "Speichern.")]
+    corpus = _corpus_folder(tmp_path / "corpus", rows)
+    triples = load_parallel_dev(corpus, ["de", "fr"])  # no French: skipped, not an error
+    assert triples == [(en, xx, "de") for en, xx in rows]
+    assert load_parallel_dev(corpus / "dev", ["de"]) == triples  # the dev folder itself
+    assert load_parallel_dev(corpus / "dev" / "corpus.en-de.tsv.gz", ["de"]) == triples
+    train_only = _corpus_folder(tmp_path / "train-only", None)
+    with pytest.raises(DataError, match="no dev/"):
+        load_parallel_dev(train_only, ["de"])
+    with pytest.raises(DataError):
+        load_parallel_dev(corpus, ["fr"])
+
+
+class _TableEncoder:
+    """A fake model: fixed vectors per sentence (unit axes of R^4, or their mix)."""
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+
+    def encode(self, sentences, **_):
+        return np.array([self.table[s] for s in sentences], dtype=np.float32)
+
+
+def test_parallel_set_retrieval_both_spaces_and_mse():
+    from training.evaluate import evaluate_parallel_set
+
+    model = _TableEncoder({
+        "One.": [1, 0, 0, 0], "Two.": [0, 1, 0, 0], "Three.": [0, 0, 1, 0],
+        "Eins.": [1, 0.1, 0, 0], "Uno.": [0.9, 0, 0.1, 0],  # two translations of "One."
+        "Zwei.": [0, 0, 1, 0],  # the model confuses "Zwei." with "Three."
+        "Drei.": [0, 0, 0.9, 0],
+    })  # fmt: skip
+    teacher = _TableEncoder({"One.": [1, 0, 0, 0], "Two.": [0, 1, 0, 0], "Three.": [0, 0, 1, 0]})
+    triples = [("One.", "Eins.", "de"), ("One.", "Uno.", "de"), ("Two.", "Zwei.", "de"),
+               ("Three.", "Drei.", "de"), ("One.", "Uno.", "es")]  # fmt: skip
+    same, cross, mse = evaluate_parallel_set(
+        "docs", CachedEncoder(model), triples, CachedEncoder(teacher)
+    )
+    assert same == {"docs:deu->eng": 75.0, "docs:spa->eng": 100.0}
+    assert cross == same  # the teacher's English vectors equal the model's here
+    queries = model.encode(["Eins.", "Uno.", "Zwei.", "Drei."])
+    expected_de = np.mean((queries - teacher.encode(["One.", "One.", "Two.", "Three."])) ** 2) * 100
+    assert mse["docs:de"] == pytest.approx(expected_de)
+    no_teacher = evaluate_parallel_set("docs", CachedEncoder(model), triples)
+    assert no_teacher[0] == same and no_teacher[1] == {} and no_teacher[2] == {}
+
+
+def test_parallel_dev_cli_on_the_bundled_model(tmp_path, bundled_model, capsys):
+    import json
+
+    from tests.training.conftest import PAIRS
+    from training.evaluate import main
+
+    corpus = _corpus_folder(tmp_path / "corpus", PAIRS[:8])
+    output = tmp_path / "eval.json"
+    main([
+        "--model", str(bundled_model), "--teacher", str(bundled_model), "--languages", "de",
+        "--parallel-dev", f"docs={corpus}", "--parallel-dev-only", "--output", str(output),
+    ])  # fmt: skip
+    result = json.loads(output.read_text())
+    assert result["sts"] == {} and result["tatoeba"] == {}  # --parallel-dev-only
+    same = result["parallel_retrieval"]["docs:deu->eng"]
+    assert 0 <= same <= 100
+    assert result["parallel_retrieval_cross_space"]["docs:deu->eng"] == same  # teacher = model
+    assert result["parallel_mse"]["docs:de"] > 0  # German vs English text, not the same vector
+    table = capsys.readouterr().out
+    assert "| docs retrieval deu->eng |" in table
+    assert "| docs retrieval model(deu)->teacher(eng) |" in table
+    assert f"| docs MSE x100 de | {result['parallel_mse']['docs:de']:.3f} |" in table
