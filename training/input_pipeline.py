@@ -331,6 +331,15 @@ def distinct_texts(texts: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(texts))
 
 
+def token_rows(texts: Iterable[str], tokens: TokenizedTexts) -> dict[str, int]:
+    """Each distinct text's row in `tokens` (the ids of `distinct_texts(texts)`);
+    ValueError when `tokens` holds another number of rows."""
+    row_of = {text: i for i, text in enumerate(distinct_texts(texts))}
+    if len(row_of) != len(tokens):
+        raise ValueError(f"{len(tokens)} token id rows for {len(row_of)} distinct texts")
+    return row_of
+
+
 def build_inputs(
     model,
     samples: Sequence[tuple[str, str]],
@@ -359,11 +368,9 @@ def build_inputs(
         }
         return Dataset.from_dict(data), None
     texts = distinct_texts(text for text, _ in samples)
-    text_of = {text: i for i, text in enumerate(texts)}
     if tokens is None:
         tokens = cached_token_ids(model, texts, cache_dir)
-    elif len(tokens) != len(texts):
-        raise ValueError(f"{len(tokens)} token id rows for {len(texts)} distinct texts")
+    text_of = token_rows(texts, tokens)
     rows = np.fromiter((text_of[text] for text, _ in samples), dtype=np.int64, count=len(samples))
     dataset = Dataset.from_dict(
         {

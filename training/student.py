@@ -148,15 +148,13 @@ def set_projection(dense: models.Dense, w: np.ndarray, b: np.ndarray) -> None:
 def pooled_vectors(encoder: SentenceTransformer, texts: list[str], tokens, batch_size: int):
     """`encoder.encode(texts)` (float32 [len(texts), dim]); from `tokens` (the ids of
     `distinct_texts(texts)`, each distinct text encoded once) when given."""
-    from training.input_pipeline import distinct_texts, encode_token_ids
+    from training.input_pipeline import encode_token_ids, token_rows
 
     if tokens is None:
         return encoder.encode(
             texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True
         )
-    row_of = {text: i for i, text in enumerate(distinct_texts(texts))}
-    if len(row_of) != len(tokens):
-        raise ValueError(f"{len(tokens)} token id rows for {len(row_of)} distinct texts")
+    row_of = token_rows(texts, tokens)
     log.info("projection fit: encoding %d texts from their cached token ids", len(tokens))
     vectors = encode_token_ids(encoder, tokens, batch_size, show_progress_bar=True)
     return vectors[[row_of[text] for text in texts]]
