@@ -80,6 +80,7 @@ def write_model_card(output: Path, summary: dict, results: dict) -> Path:
         "projection",
         "projection_ridge",
         "projection_heldout",
+        "projection_max_samples",
         "max_pairs_per_language",
         "seed",
     )

@@ -35,6 +35,7 @@ class DistillConfig:
     projection: str = "auto"  # auto | lstsq | none
     projection_ridge: float | str = "auto"
     projection_heldout: float = 0.2
+    projection_max_samples: int | None = None
     allow_poor_projection: bool = False
     projection_lr: float | None = None
     # data
@@ -147,6 +148,17 @@ def ridge_value(text: str) -> float | str:
     return value
 
 
+def positive_count(text: str) -> int:
+    """A count >= 1 (`--projection-max-samples`)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the count must be >= 1, got {value}")
+    return value
+
+
 def workers_value(text: str) -> int | None:
     """`--dataloader-workers`: 'auto' (None) or a count >= 0."""
     if str(text).lower() == "auto":
@@ -188,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.2,
         help="share of English sentences held out to check the projection (default 0.2)",
+    )
+    g.add_argument(
+        "--projection-max-samples",
+        type=positive_count,
+        metavar="N",
+        help="fit the projection on a seeded random N training rows, whole English "
+        "sentences (default: all); 20000 is plenty for a 384-dim map",
     )
     g.add_argument(
         "--allow-poor-projection",

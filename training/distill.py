@@ -131,6 +131,7 @@ def prepare_student(
             fit_groups,
             ridge=config.projection_ridge,
             heldout_share=config.projection_heldout,
+            max_samples=config.projection_max_samples,
             seed=config.seed,
             dev=dev,
             tokens=tokens,

@@ -51,6 +51,14 @@ class TokenizedTexts:
     def __getitem__(self, index: int) -> np.ndarray:
         return self.ids[self.offsets[index] : self.offsets[index + 1]]
 
+    def take(self, rows: Sequence[int]) -> TokenizedTexts:
+        """The ids of texts `rows`, in that order (a new TokenizedTexts)."""
+        pieces = [self[i] for i in rows]
+        lengths = np.array([len(piece) for piece in pieces], dtype=np.int64)
+        offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+        ids = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+        return TokenizedTexts(ids.astype(np.int32, copy=False), offsets)
+
     @property
     def lengths(self) -> np.ndarray:
         """Tokens per text (int64 [n]), special tokens included."""

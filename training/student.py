@@ -160,6 +160,21 @@ def pooled_vectors(encoder: SentenceTransformer, texts: list[str], tokens, batch
     return vectors[[row_of[text] for text in texts]]
 
 
+def sampled_rows(texts, targets, groups, tokens, max_rows: int, seed: int):
+    """(texts, targets, groups, tokens) cut to `training.projection.sample_groups`'s rows;
+    `tokens` (the ids of `distinct_texts(texts)`, or None) cut to the sample's distinct
+    texts in the same way."""
+    from training.input_pipeline import distinct_texts, token_rows
+    from training.projection import sample_groups
+
+    rows = sample_groups(groups, max_rows, seed)
+    kept = [texts[i] for i in rows]
+    if tokens is not None:
+        row_of = token_rows(texts, tokens)
+        tokens = tokens.take([row_of[text] for text in distinct_texts(kept)])
+    return kept, np.asarray(targets)[rows], [groups[i] for i in rows], tokens
+
+
 def fit_projection(
     model: SentenceTransformer,
     dense: models.Dense,
@@ -172,19 +187,30 @@ def fit_projection(
     batch_size: int = 128,
     dev: tuple[list[str], np.ndarray, list[str]] | None = None,
     tokens=None,
+    max_samples: int | None = None,
 ):
     """Initialise `dense` in closed form so that projection(pool(student(text))) ~ target,
     fitted on a random training share and checked on a held-out share of English
     sentences (`groups`: the English sentence of each text), and on `dev` (texts, teacher
     targets, English sentences) when given. `tokens`: the student's cached token ids of
     `training.input_pipeline.distinct_texts(texts)` (`cached_token_ids`), so the texts
-    are not tokenised a second time; without them the texts are encoded as usual. Returns
-    the `training.projection.ProjectionFit`; a poor fit is reported there, not raised."""
+    are not tokenised a second time; without them the texts are encoded as usual.
+    `max_samples`: fit and check on a seeded random sample of at most that many rows, made
+    of whole English sentences (`training.projection.sample_groups`; None: every row).
+    Returns the `training.projection.ProjectionFit`; a poor fit is reported there, not
+    raised."""
     from training.projection import check_on_dev, fit_checked
 
+    available = len(texts)
+    if max_samples is not None and available > max_samples:
+        texts, targets, groups, tokens = sampled_rows(
+            texts, targets, groups, tokens, max_samples, seed
+        )
+        log.info("projection fit on a random %d of %d training rows", len(texts), available)
     encoder = pooled_model(model)
     pooled = pooled_vectors(encoder, texts, tokens, batch_size)
     fit = fit_checked(pooled, targets, groups, ridge=ridge, heldout_share=heldout_share, seed=seed)
+    fit.n_available = available
     if dev and dev[0]:
         dev_x = encoder.encode(dev[0], batch_size=batch_size, convert_to_numpy=True)
         check_on_dev(fit, dev_x, dev[1], dev[2])

@@ -53,3 +53,12 @@ def test_file_keys_fill_the_config_and_unknown_keys_fail(tmp_path):
         DistillConfig.from_mapping({"train": ["a"], "output": "o", "learning-rate": 1})
     built = DistillConfig.from_mapping({"train": "a.tsv", "output": "o", "batch-size": 8})
     assert built.train == ["a.tsv"] and built.batch_size == 8 and built.output.name == "o"
+
+
+def test_projection_sample_flag(tmp_path, capsys):
+    base = ["--train", "a.tsv", "--output", str(tmp_path)]
+    assert parse_args(base).projection_max_samples is None
+    assert parse_args([*base, "--projection-max-samples", "20000"]).projection_max_samples == 20000
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--projection-max-samples", "0"])
+    assert "the count must be >= 1, got 0" in capsys.readouterr().err

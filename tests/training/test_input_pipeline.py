@@ -138,3 +138,12 @@ def test_encoding_from_cached_ids_equals_model_encode(model, tmp_path):
         assert got.shape == expected.shape and got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-4)
     assert ip.distinct_texts(["b", "a", "b", "c"]) == ["b", "a", "c"]
+
+
+def test_token_ids_take_rows_in_order():
+    tokens = ip.TokenizedTexts(
+        np.array([1, 2, 3, 4, 5, 6], dtype=np.int32), np.array([0, 2, 3, 6], dtype=np.int64)
+    )
+    taken = tokens.take([2, 0])
+    assert len(taken) == 2 and taken[0].tolist() == [4, 5, 6] and taken[1].tolist() == [1, 2]
+    assert taken.lengths.tolist() == [3, 2] and len(tokens.take([])) == 0

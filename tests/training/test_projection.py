@@ -12,6 +12,7 @@ from training.projection import (
     grouped_split,
     mse,
     poor_fit_message,
+    sample_groups,
 )
 
 
@@ -96,3 +97,18 @@ def test_one_genre_passes_its_own_held_out_share_but_fails_on_dev_pairs():
     assert fit.poor and fit.dev_r2 < 0.35
     assert any("dev pairs" in p for p in fit.problems)
     assert fit.summary()["dev_r2"] == round(fit.dev_r2, 4)
+
+
+def test_projection_sample_is_whole_groups_seeded_and_capped():
+    """`--projection-max-samples`: at most N rows, every English sentence with all its
+    translations or none, the same draw for the same seed, every row when there are fewer."""
+    groups = [f"en{i // 3}" for i in range(300)]  # 100 sentences, three rows each
+    rows = sample_groups(groups, 50, seed=7)
+    assert 0 < len(rows) <= 50 and len(rows) % 3 == 0
+    picked = {groups[i] for i in rows}
+    assert sorted(rows) == [i for i, g in enumerate(groups) if g in picked]
+    assert np.array_equal(rows, sample_groups(groups, 50, seed=7))
+    assert not np.array_equal(rows, sample_groups(groups, 50, seed=8))
+    assert np.array_equal(sample_groups(groups, 300), np.arange(300))
+    with pytest.raises(ValueError, match="at least one row"):
+        sample_groups(groups, 0)

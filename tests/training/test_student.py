@@ -99,3 +99,31 @@ def test_projection_fit_from_cached_token_ids_is_unchanged(bundled_model, tmp_pa
     assert cached.heldout_mse == pytest.approx(plain.heldout_mse, rel=1e-4)
     with pytest.raises(ValueError, match="token id rows"):
         fit_projection(student, dense, texts[:5], targets[:5], texts[:5], tokens=tokens)
+
+
+def test_projection_fit_on_a_sample_reads_the_samples_cached_ids(bundled_model, tmp_path):
+    """`max_samples`: the fit sees a seeded sample of whole sentences, and fitting it from
+    the full run's cached token ids gives the map fitting it from the texts gives."""
+    from training.input_pipeline import cached_token_ids, distinct_texts
+
+    teacher = SentenceTransformer(str(bundled_model), device="cpu")
+    words = ["cats", "dogs", "cars", "rain", "music", "bread", "stocks", "trees"]
+    texts = [f"sentence {i} about {w}" + " and more" * (i % 5) for i, w in enumerate(words * 8)]
+    groups = [f"english {i // 2}" for i in range(len(texts))]  # two rows per sentence
+    targets = teacher.encode(texts)
+    fits = []
+    for use_tokens in (False, True):
+        student = SentenceTransformer(str(bundled_model), device="cpu")
+        reduce_layers(student, 1)
+        dense = insert_projection(student, 384)
+        tokens = cached_token_ids(student, distinct_texts(texts), tmp_path) if use_tokens else None
+        fits.append(
+            fit_projection(
+                student, dense, texts, targets, groups, ridge=1e-2, tokens=tokens, max_samples=41
+            )
+        )
+    plain, cached = fits
+    assert plain.n_train + plain.n_heldout == 40 and plain.n_available == len(texts)
+    assert plain.summary()["n_available"] == len(texts)
+    np.testing.assert_allclose(cached.w, plain.w, atol=1e-4)
+    assert cached.heldout_mse == pytest.approx(plain.heldout_mse, rel=1e-4)
