@@ -38,12 +38,19 @@ DEV_SEED = 42
 
 
 def setup_logging(output: Path) -> None:
+    """Log to stderr and `output/train.log`, replacing the handlers an earlier run in this
+    process added (a second `run()` would otherwise log every line twice, and into the
+    first run's train.log)."""
     output.mkdir(parents=True, exist_ok=True)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
+    for handler in [h for h in root.handlers if getattr(h, "polyglot_distill", False)]:
+        root.removeHandler(handler)
+        handler.close()
     for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(output / "train.log")):
         handler.setFormatter(fmt)
+        handler.polyglot_distill = True
         root.addHandler(handler)
 
 

@@ -282,3 +282,24 @@ def test_eval_steps_without_dev_data_falls_back_to_a_held_out_eval_loss(tiny_tsv
     run(parse_args(tiny_args(tiny_tsv, output, *extra)))
     curve = json.loads((output / "eval" / "run.json").read_text())["learning_curve"]
     assert len(curve) == 1 and curve[0]["step"] == 2 and "eval_loss" in curve[0]
+
+
+def test_a_second_run_in_one_process_logs_once_and_to_its_own_file(tmp_path):
+    import logging
+
+    from training.distill import setup_logging
+
+    root = logging.getLogger()
+    before = list(root.handlers)
+    try:
+        setup_logging(tmp_path / "first")
+        setup_logging(tmp_path / "second")
+        logging.getLogger("training.distill").info("only in the second run")
+        ours = [h for h in root.handlers if getattr(h, "polyglot_distill", False)]
+        assert len(ours) == 2  # one stderr, one file handler
+        assert "only in the second run" in (tmp_path / "second" / "train.log").read_text()
+        assert "only in the second run" not in (tmp_path / "first" / "train.log").read_text()
+    finally:
+        for handler in [h for h in root.handlers if h not in before]:
+            root.removeHandler(handler)
+            handler.close()
