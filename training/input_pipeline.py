@@ -160,6 +160,26 @@ def bucketed_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+class EpochRelay(torch.utils.data.Sampler):
+    """The `sampler` attribute of a `LengthBucketBatchSampler` (the rows in order; its
+    own `__iter__` never reads it). Under DDP accelerate wraps the batch sampler in a
+    `BatchSamplerShard` and passes `set_epoch` only to `batch_sampler.batch_sampler.sampler`
+    (`DataLoaderShard.set_epoch`), which was the dataset, so every epoch repeated the first
+    epoch's batch order; this relays the call to the batch sampler."""
+
+    def __init__(self, owner: LengthBucketBatchSampler) -> None:
+        self.owner = owner
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self.owner.lengths)))
+
+    def __len__(self) -> int:
+        return len(self.owner.lengths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
 class LengthBucketBatchSampler(DefaultBatchSampler):
     """Batches of similar length for sentence-transformers' trainer (see
     `bucketed_batches`); reshuffled each epoch with seed + epoch (the trainer calls
@@ -186,6 +206,7 @@ class LengthBucketBatchSampler(DefaultBatchSampler):
         )
         self.lengths = np.asarray(lengths)
         self.chunk_batches = chunk_batches
+        self.sampler = EpochRelay(self)
         if len(self.lengths) != len(dataset):
             raise ValueError(f"{len(self.lengths)} lengths for {len(dataset)} rows")
 

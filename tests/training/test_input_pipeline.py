@@ -147,3 +147,24 @@ def test_token_ids_take_rows_in_order():
     taken = tokens.take([2, 0])
     assert len(taken) == 2 and taken[0].tolist() == [4, 5, 6] and taken[1].tolist() == [1, 2]
     assert taken.lengths.tolist() == [3, 2] and len(tokens.take([])) == 0
+
+
+def test_accelerates_ddp_wrapper_reaches_the_bucketed_sampler():
+    """Under DDP accelerate wraps the batch sampler (`BatchSamplerShard`) and its
+    `DataLoaderShard.set_epoch` reaches only `batch_sampler.batch_sampler.sampler`: the
+    epoch must still change the batch order, or every epoch repeats the first one's."""
+    from accelerate.data_loader import BatchSamplerShard, DataLoaderShard
+    from datasets import Dataset
+
+    dataset = Dataset.from_dict(
+        {"text": list(range(40)), "target": [0] * 40, "length": np.arange(40) % 7 + 1}
+    )
+    sampler = ip.BucketSamplerFactory(seed=1, chunk_batches=2)(dataset, 4, False)
+    loader = DataLoaderShard(
+        dataset, batch_sampler=BatchSamplerShard(sampler, num_processes=2, process_index=0)
+    )
+    first = list(loader.batch_sampler)
+    loader.set_epoch(1)
+    assert sampler.epoch == 1 and list(loader.batch_sampler) != first
+    loader.set_epoch(0)
+    assert list(loader.batch_sampler) == first
