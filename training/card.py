@@ -81,6 +81,8 @@ def write_model_card(output: Path, summary: dict, results: dict) -> Path:
         "projection_ridge",
         "projection_heldout",
         "projection_max_samples",
+        "wise_ft_alpha",
+        "wise_ft_start",
         "max_pairs_per_language",
         "seed",
     )

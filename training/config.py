@@ -66,6 +66,9 @@ class DistillConfig:
     dataloader_workers: int | None = None
     # output
     cache_dir: Path | None = None
+    save_start: bool = False
+    wise_ft_alpha: float | None = None
+    wise_ft_start: str | None = None
     skip_eval: bool = False
     skip_eval_before: bool = False
     export: str = "default"
@@ -88,6 +91,19 @@ class DistillConfig:
         if self.dataloader_workers is not None and self.dataloader_workers < 0:
             raise ValueError(f"dataloader_workers must be >= 0, got {self.dataloader_workers}")
         self._check_early_stopping()
+        self._check_wise_ft()
+
+    def _check_wise_ft(self) -> None:
+        """ValueError naming the flag when the interpolation settings cannot work."""
+        alpha = self.wise_ft_alpha
+        if alpha is None:
+            if self.wise_ft_start:
+                raise ValueError("--wise-ft-start only applies with --wise-ft-alpha A")
+            return
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(
+                f"--wise-ft-alpha must be in [0, 1] (1: no interpolation), got {alpha}"
+            )
 
     def _check_early_stopping(self) -> None:
         """ValueError naming the flag when the early-stopping settings cannot work."""
@@ -288,6 +304,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         help="teacher-embedding and token cache (default: OUTPUT/../.teacher-cache)",
+    )
+    g.add_argument(
+        "--save-start",
+        action="store_true",
+        help="also write the student as training starts (after the projection fit) to "
+        "OUTPUT/start, for `python -m training.interpolate`",
+    )
+    g.add_argument(
+        "--wise-ft-alpha",
+        type=float,
+        metavar="A",
+        help="after training, write (1 - A) * start + A * trained weights (WiSE-FT): keeps "
+        "more of the start's own space; 1 = the trained model",
+    )
+    g.add_argument(
+        "--wise-ft-start",
+        help="the start to interpolate toward (a model folder, e.g. an earlier run's "
+        "OUTPUT/start); default: this run's student after the projection fit",
     )
     g.add_argument("--skip-eval", action="store_true", help="no STS/Tatoeba evaluation")
     g.add_argument("--skip-eval-before", action="store_true", help="no evaluation before training")

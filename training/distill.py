@@ -25,6 +25,7 @@ __all__ = ["DistillConfig", "build_parser", "main", "parse_args", "ridge_value",
 
 log = logging.getLogger("training.distill")
 CHECKPOINT_DIR = "checkpoints"
+START_DIR = "start"  # --save-start: the student after the projection fit, before training
 # --dev pairs: at most this many (english, text) pairs per language, a random sample drawn
 # with a fixed seed (not --seed: runs of different seeds are measured on the same pairs).
 # Runs before 2026-11-30 01:45 (docs/results.md runs 1-3) took the FIRST 500 instead: on
@@ -250,6 +251,10 @@ def run(config: DistillConfig) -> Path:
         dev_check,
         cache_dir,
     )
+    if config.save_start:  # the point a later `training.interpolate` can go back toward
+        model.save(str(output / START_DIR))
+        log.info("saved the student before training to %s", output / START_DIR)
+    start_state = wise_ft_start(model, config) if config.wise_ft_alpha is not None else None
     data_dir = resolve_data_dir(config.data)
     dev_triples = dev.triples if dev else None
     results: dict = {}
@@ -275,6 +280,8 @@ def run(config: DistillConfig) -> Path:
         collator=collator,
         evaluator=evaluator,
     )
+    if start_state is not None:
+        wise_ft(model, config, start_state)
     model.save(str(output))
     evaluate_phase("student", model, config, data_dir, teacher, dev_triples, output, results)
     wall = time.time() - started
@@ -322,6 +329,41 @@ def run(config: DistillConfig) -> Path:
     export_model(output, config.export, data_dir)
     log.info("done in %.1f min: %s", (time.time() - started) / 60, output)
     return output
+
+
+def wise_ft_start(model, config: DistillConfig) -> dict:
+    """The weights `wise_ft` interpolates toward: `--wise-ft-start` (a model folder, loaded
+    now) or this run's student as it is now (after the projection fit), copied. Checked
+    against the student before any training: SystemExit naming the first difference."""
+    from sentence_transformers import SentenceTransformer
+
+    from training.interpolate import interpolate_state
+
+    current = model.state_dict()
+    if not config.wise_ft_start:
+        return {name: value.detach().clone() for name, value in current.items()}
+    start = SentenceTransformer(config.wise_ft_start, device="cpu").state_dict()
+    device = next(model.parameters()).device
+    start = {name: value.to(device) for name, value in start.items()}
+    try:
+        interpolate_state(start, current, config.wise_ft_alpha)
+    except ValueError as error:
+        raise SystemExit(f"--wise-ft-start {config.wise_ft_start}: {error}") from None
+    return start
+
+
+def wise_ft(model, config: DistillConfig, start_state: dict) -> None:
+    """Replace the trained weights by (1 - alpha) * start + alpha * trained in place
+    (`training.interpolate.interpolate_state`; WiSE-FT, Wortsman et al. 2022, "Robust
+    fine-tuning of zero-shot models"); `start_state` from `wise_ft_start`."""
+    from training.interpolate import interpolate_state
+
+    model.load_state_dict(interpolate_state(start_state, model.state_dict(), config.wise_ft_alpha))
+    log.info(
+        "WiSE-FT: the written model is %.2f of the way from %s to the trained weights",
+        config.wise_ft_alpha,
+        config.wise_ft_start or "this run's start (after the projection fit)",
+    )
 
 
 def export_model(output: Path, mode: str, data_dir: Path | None = None) -> None:

@@ -303,3 +303,47 @@ def test_a_second_run_in_one_process_logs_once_and_to_its_own_file(tmp_path):
         for handler in [h for h in root.handlers if h not in before]:
             root.removeHandler(handler)
             handler.close()
+
+
+def test_save_start_writes_the_untrained_student_for_interpolation(tiny_tsv, tmp_path):
+    """--save-start keeps the student as training begins; `training.interpolate` between it
+    and the trained model gives the start at alpha 0 and the trained model at alpha 1."""
+    from training.interpolate import interpolate
+
+    output = tmp_path / "run"
+    run(parse_args(tiny_args(tiny_tsv, output, "--max-steps", "2", "--save-start")))
+    texts = ["a cat sits on the mat", "stock prices fell today"]
+    start = SentenceTransformer(str(output / "start"), device="cpu").encode(texts)
+    trained = SentenceTransformer(str(output), device="cpu").encode(texts)
+    assert not np.allclose(start, trained, atol=1e-6)
+    for alpha, expected in ((0.0, start), (1.0, trained)):
+        mixed = interpolate(str(output / "start"), str(output), alpha, tmp_path / f"m{alpha}")
+        got = SentenceTransformer(str(mixed), device="cpu").encode(texts)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_wise_ft_writes_the_interpolated_model_and_checks_the_start_first(
+    tiny_tsv, tmp_path, bundled_model
+):
+    """--wise-ft-alpha 0 writes this run's start (the student after the projection fit);
+    a --wise-ft-start of another shape stops the run before training; bad flags fail."""
+    output = tmp_path / "wise"
+    run(
+        parse_args(
+            tiny_args(tiny_tsv, output, "--max-steps", "2", "--save-start", "--wise-ft-alpha", "0")
+        )
+    )
+    texts = ["a cat sits on the mat", "stock prices fell today"]
+    start = SentenceTransformer(str(output / "start"), device="cpu").encode(texts)
+    written = SentenceTransformer(str(output), device="cpu").encode(texts)
+    np.testing.assert_allclose(written, start, atol=1e-5)
+    summary = json.loads((output / "eval" / "run.json").read_text())
+    assert summary["settings"]["wise_ft_alpha"] == "0.0"
+    other = tiny_args(tiny_tsv, tmp_path / "other", "--wise-ft-alpha", "0.5")
+    other += ["--wise-ft-start", str(bundled_model)]  # six layers, the student has two
+    with pytest.raises(SystemExit, match="--wise-ft-start .*in one model only"):
+        run(parse_args(other))
+    assert not (tmp_path / "other" / "checkpoints").exists()
+    for bad in (["--wise-ft-alpha", "1.5"], ["--wise-ft-start", str(output)]):
+        with pytest.raises(SystemExit):
+            parse_args(tiny_args(tiny_tsv, tmp_path / "bad", *bad))
