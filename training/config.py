@@ -164,28 +164,29 @@ def ridge_value(text: str) -> float | str:
     return value
 
 
-def positive_count(text: str) -> int:
-    """A count >= 1 (`--projection-max-samples`)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"the count must be >= 1, got {value}")
-    return value
-
-
-def workers_value(text: str) -> int | None:
-    """`--dataloader-workers`: 'auto' (None) or a count >= 0."""
-    if str(text).lower() == "auto":
+def parse_count(text: str, minimum: int, name: str, auto: bool = False) -> int | None:
+    """An integer >= `minimum` for argparse ('auto' gives None when `auto`); an
+    ArgumentTypeError naming `name` and the bound otherwise."""
+    if auto and str(text).lower() == "auto":
         return None
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a count, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"the worker count must be >= 0, got {value}")
+        expected = "'auto' or a count" if auto else "a count"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"the {name} must be >= {minimum}, got {value}")
     return value
+
+
+def positive_count(text: str) -> int:
+    """A count >= 1 (`--projection-max-samples`)."""
+    return parse_count(text, 1, "count")
+
+
+def workers_value(text: str) -> int | None:
+    """`--dataloader-workers`: 'auto' (None) or a count >= 0."""
+    return parse_count(text, 0, "worker count", auto=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

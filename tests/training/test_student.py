@@ -74,16 +74,12 @@ def test_projection_lowers_the_starting_mse(bundled_model):
     assert [type(m).__name__ for m in student] == ["Transformer", "Pooling", "Dense", "Normalize"]
 
 
-def test_projection_fit_from_cached_token_ids_is_unchanged(bundled_model, tmp_path):
-    """Fitting from the cached token ids (each distinct text encoded once, duplicates
-    mapped back) gives the map fitting from the texts gives."""
+def _fits_with_and_without_cached_ids(bundled_model, tmp_path, texts, groups, **fit_args):
+    """(fit from the texts, fit from the cached token ids, the second fit's student, dense
+    layer and token ids): a 1-layer student of the bundled model fitted to its teacher."""
     from training.input_pipeline import cached_token_ids, distinct_texts
 
-    teacher = SentenceTransformer(str(bundled_model), device="cpu")
-    words = ["cats", "dogs", "cars", "rain", "music", "bread", "stocks", "trees"]
-    texts = [f"sentence {i} about {w}" + " and more" * (i % 5) for i, w in enumerate(words * 6)]
-    texts += texts[:8]  # duplicates, as when a translation equals another sample's text
-    targets = teacher.encode(texts)
+    targets = SentenceTransformer(str(bundled_model), device="cpu").encode(texts)
     fits = []
     for use_tokens in (False, True):
         student = SentenceTransformer(str(bundled_model), device="cpu")
@@ -91,38 +87,38 @@ def test_projection_fit_from_cached_token_ids_is_unchanged(bundled_model, tmp_pa
         dense = insert_projection(student, 384)
         tokens = cached_token_ids(student, distinct_texts(texts), tmp_path) if use_tokens else None
         fits.append(
-            fit_projection(student, dense, texts, targets, texts, ridge=1e-2, tokens=tokens)
+            fit_projection(student, dense, texts, targets, groups, tokens=tokens, **fit_args)
         )
-    plain, cached = fits
+    return (*fits, student, dense, tokens)
+
+
+WORDS = ["cats", "dogs", "cars", "rain", "music", "bread", "stocks", "trees"]
+
+
+def test_projection_fit_from_cached_token_ids_is_unchanged(bundled_model, tmp_path):
+    """Fitting from the cached token ids (each distinct text encoded once, duplicates
+    mapped back) gives the map fitting from the texts gives."""
+    texts = [f"sentence {i} about {w}" + " and more" * (i % 5) for i, w in enumerate(WORDS * 6)]
+    texts += texts[:8]  # duplicates, as when a translation equals another sample's text
+    plain, cached, student, dense, tokens = _fits_with_and_without_cached_ids(
+        bundled_model, tmp_path, texts, texts, ridge=1e-2
+    )
     np.testing.assert_allclose(cached.w, plain.w, atol=1e-4)
     np.testing.assert_allclose(cached.b, plain.b, atol=1e-4)
     assert cached.heldout_mse == pytest.approx(plain.heldout_mse, rel=1e-4)
+    targets = np.zeros((5, 384), dtype=np.float32)
     with pytest.raises(ValueError, match="token id rows"):
-        fit_projection(student, dense, texts[:5], targets[:5], texts[:5], tokens=tokens)
+        fit_projection(student, dense, texts[:5], targets, texts[:5], tokens=tokens)
 
 
 def test_projection_fit_on_a_sample_reads_the_samples_cached_ids(bundled_model, tmp_path):
     """`max_samples`: the fit sees a seeded sample of whole sentences, and fitting it from
     the full run's cached token ids gives the map fitting it from the texts gives."""
-    from training.input_pipeline import cached_token_ids, distinct_texts
-
-    teacher = SentenceTransformer(str(bundled_model), device="cpu")
-    words = ["cats", "dogs", "cars", "rain", "music", "bread", "stocks", "trees"]
-    texts = [f"sentence {i} about {w}" + " and more" * (i % 5) for i, w in enumerate(words * 8)]
+    texts = [f"sentence {i} about {w}" + " and more" * (i % 5) for i, w in enumerate(WORDS * 8)]
     groups = [f"english {i // 2}" for i in range(len(texts))]  # two rows per sentence
-    targets = teacher.encode(texts)
-    fits = []
-    for use_tokens in (False, True):
-        student = SentenceTransformer(str(bundled_model), device="cpu")
-        reduce_layers(student, 1)
-        dense = insert_projection(student, 384)
-        tokens = cached_token_ids(student, distinct_texts(texts), tmp_path) if use_tokens else None
-        fits.append(
-            fit_projection(
-                student, dense, texts, targets, groups, ridge=1e-2, tokens=tokens, max_samples=41
-            )
-        )
-    plain, cached = fits
+    plain, cached, *_ = _fits_with_and_without_cached_ids(
+        bundled_model, tmp_path, texts, groups, ridge=1e-2, max_samples=41
+    )
     assert plain.n_train + plain.n_heldout == 40 and plain.n_available == len(texts)
     assert plain.summary()["n_available"] == len(texts)
     np.testing.assert_allclose(cached.w, plain.w, atol=1e-4)
