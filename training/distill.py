@@ -337,7 +337,7 @@ def wise_ft_start(model, config: DistillConfig) -> dict:
     against the student before any training: SystemExit naming the first difference."""
     from sentence_transformers import SentenceTransformer
 
-    from training.interpolate import interpolate_state
+    from training.interpolate import check_same_weights
 
     current = model.state_dict()
     if not config.wise_ft_start:
@@ -346,7 +346,7 @@ def wise_ft_start(model, config: DistillConfig) -> dict:
     device = next(model.parameters()).device
     start = {name: value.to(device) for name, value in start.items()}
     try:
-        interpolate_state(start, current, config.wise_ft_alpha)
+        check_same_weights(start, current)
     except ValueError as error:
         raise SystemExit(f"--wise-ft-start {config.wise_ft_start}: {error}") from None
     return start

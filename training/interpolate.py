@@ -29,29 +29,36 @@ log = logging.getLogger(__name__)
 RECORD = "interpolation.json"
 
 
+def check_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """ValueError naming the first difference unless `a` and `b` (state dicts) have the
+    same names and shapes and equal non-float tensors (position ids): what
+    `interpolate_state` needs, checked without computing anything."""
+    if a.keys() != b.keys():
+        only = sorted(a.keys() ^ b.keys())
+        raise ValueError(f"the models have different weights: {only[:3]} are in one model only")
+    for name, left in a.items():
+        right = b[name]
+        if left.shape != right.shape:
+            raise ValueError(f"{name}: shape {tuple(left.shape)} vs {tuple(right.shape)}")
+        if not left.is_floating_point() and not torch.equal(left, right.to(left.device)):
+            raise ValueError(f"{name}: non-float weights differ; the models are not the same shape")
+
+
 def interpolate_state(
     a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: float
 ) -> dict[str, torch.Tensor]:
     """(1 - alpha) * a + alpha * b for every float tensor (computed in float32, stored in
     a's dtype); other tensors are copied from a and must equal b's. ValueError on different
-    names, shapes or non-float values, or alpha outside [0, 1]."""
+    names, shapes or non-float values (`check_same_weights`), or alpha outside [0, 1]."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if a.keys() != b.keys():
-        only = sorted(a.keys() ^ b.keys())
-        raise ValueError(f"the models have different weights: {only[:3]} are in one model only")
-    mixed = {}
-    for name, left in a.items():
-        right = b[name]
-        if left.shape != right.shape:
-            raise ValueError(f"{name}: shape {tuple(left.shape)} vs {tuple(right.shape)}")
-        if left.is_floating_point():
-            mixed[name] = torch.lerp(left.float(), right.float(), alpha).to(left.dtype)
-        elif torch.equal(left, right):
-            mixed[name] = left.clone()
-        else:
-            raise ValueError(f"{name}: non-float weights differ; the models are not the same shape")
-    return mixed
+    check_same_weights(a, b)
+    return {
+        name: torch.lerp(left.float(), b[name].float(), alpha).to(left.dtype)
+        if left.is_floating_point()
+        else left.clone()
+        for name, left in a.items()
+    }
 
 
 def interpolate(model_a: str, model_b: str, alpha: float, output: Path) -> Path:

@@ -49,7 +49,7 @@ class ProjectionFit:
     heldout_retrieval: float
     n_train: int
     n_heldout: int
-    n_available: int = 0  # training rows the sample was drawn from (0: not sampled)
+    n_available: int = 0  # rows the fit could use; more than n_train + n_heldout when sampled
     heldout_mse_by_ridge: dict[float, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     dev_r2: float | None = None  # on `--dev` pairs, when given: another sample entirely
@@ -69,7 +69,7 @@ class ProjectionFit:
             "heldout_retrieval_percent": round(self.heldout_retrieval, 1),
             "n_train": self.n_train,
             "n_heldout": self.n_heldout,
-            "n_available": self.n_available or self.n_train + self.n_heldout,
+            "n_available": self.n_available,
             "heldout_mse_by_ridge": {
                 str(k): round(v, 6) for k, v in self.heldout_mse_by_ridge.items()
             },
@@ -225,6 +225,7 @@ def fit_checked(
         heldout_retrieval=retrieval,
         n_train=len(train),
         n_heldout=len(heldout),
+        n_available=len(x),
         heldout_mse_by_ridge=by_ridge,
         problems=problems,
     )
