@@ -1,4 +1,5 @@
-"""The README documents every setting and metric the code has."""
+"""The docs document every setting and metric the code has; the README stays short and
+gives the two commands."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from service.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
+README_MAX_LINES = 250
 
 
 def test_every_setting_is_in_the_configuration_table():
     for name in Settings.model_fields:
-        assert f"`EMBED_{name.upper()}` / `--{name.replace('_', '-')}`" in README, name
+        assert f"`EMBED_{name.upper()}` / `--{name.replace('_', '-')}`" in CONFIGURATION, name
 
 
 def test_every_metric_is_in_the_metrics_table():
@@ -30,7 +33,13 @@ def test_every_metric_is_in_the_metrics_table():
         name = metric.name + ("_total" if metric.type == "counter" else "")
         if metric.type == "info":
             name += "_info" if not name.endswith("_info") else ""
-        assert f"`{name}`" in README, name
+        assert f"`{name}`" in CONFIGURATION, name
+
+
+def test_readme_is_short_and_its_doc_links_resolve():
+    assert len(README.splitlines()) <= README_MAX_LINES
+    for page in ROOT.glob("docs/*.md"):
+        assert f"docs/{page.name}" in README, page.name
 
 
 def test_readme_gives_the_two_commands_ci_uses():

@@ -5,7 +5,7 @@
         --output runs/minilm-multilingual
 
 Flags can also come from a YAML/TOML file (`--config run.yaml`); flags on the command line
-win. See README.md, "Training".
+win. See docs/training.md.
 """
 
 from __future__ import annotations
