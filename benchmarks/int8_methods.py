@@ -20,7 +20,7 @@ import numpy as np
 
 from service.engine.pipeline import load_model, onnx_pipeline
 from service.int8 import constant_weights
-from service.variants import SAMPLE, batch_invariance, cosine_stats
+from service.parity import SAMPLE, batch_invariance, cosine_stats
 from training.export_report import throughput
 
 

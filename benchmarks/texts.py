@@ -8,7 +8,7 @@ import itertools
 import os
 from pathlib import Path
 
-from service.variants import SAMPLE
+from service.parity import SAMPLE
 
 
 def resolve_data_dir(data: str | Path | None) -> Path | None:

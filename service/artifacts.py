@@ -1,5 +1,6 @@
 """The ONNX artefact contract shared by `service/` and `training/`: file names, variant kinds,
-the source fingerprint, the export report, and the fp32 export.
+the source fingerprint, the export report, and the fp32 export with its one freshness check
+(`fresh_fp32`, used by the service's start and by `python -m training.export`).
 
 An ONNX file is trusted only when it says what it was made from. Every file this project
 writes carries, in its ONNX metadata (`metadata_props`), the key `polyglot_embed.source`:
@@ -21,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -249,7 +251,9 @@ def merge_report(onnx_dir: Path, rows: dict[str, dict], fingerprint: str, **head
 # ---------------------------------------------------------------- the fp32 export
 
 
-def export_fp32(transformer_dir: Path, target_dir: Path, fingerprint: str | None = None) -> Path:
+def export_transformer_fp32(
+    transformer_dir: Path, target_dir: Path, fingerprint: str | None = None
+) -> Path:
     """Export the transformer to `target_dir/model.onnx` with optimum (inputs input_ids,
     attention_mask[, token_type_ids]; output last_hidden_state [batch, seq, hidden]) and
     record the source fingerprint in it. Replaces any file already there."""
@@ -272,3 +276,38 @@ def export_fp32(transformer_dir: Path, target_dir: Path, fingerprint: str | None
         partial.replace(target_dir / FP32_FILE)  # readers never see a half-written file
     log.info("exported %s", target_dir / FP32_FILE)
     return target_dir / FP32_FILE
+
+
+def stale_names(folder: Path, fingerprint: str) -> list[str]:
+    """Names of the ONNX files in `folder` not exported from the source `fingerprint`."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted(p.name for p in Path(folder).glob("*.onnx") if not is_fresh(p, fingerprint))
+
+
+def fresh_fp32(
+    folders: list[Path], target_dir: Path, transformer_dir: Path, fingerprint: str
+) -> Path:
+    """The one fp32 freshness check: the first `folder/model.onnx` among `folders` exported
+    from the current source (`fingerprint`); when none holds one, `model.onnx` is exported
+    (once) into `target_dir`, with a warning naming the stale files found in `folders`
+    (never served). Returns the fresh fp32 file."""
+    for folder in folders:
+        if is_fresh(Path(folder) / FP32_FILE, fingerprint):
+            return Path(folder) / FP32_FILE
+    stale = {str(folder): stale_names(folder, fingerprint) for folder in folders}
+    stale = {folder: names for folder, names in stale.items() if names}
+    if stale:
+        log.warning(
+            "stale ONNX files (not exported from the current weights, or written by an older "
+            "version without a source fingerprint): %s; never served; re-exporting fp32 into "
+            "%s (rebuild the other variants with: python -m training.export --model <folder>)",
+            "; ".join(f"in {folder}: {', '.join(names)}" for folder, names in stale.items()),
+            target_dir,
+        )
+    else:
+        log.info("no ONNX file from the current weights: exporting once into %s", target_dir)
+    started = time.perf_counter()
+    file = export_transformer_fp32(transformer_dir, target_dir, fingerprint)
+    log.info("fp32 export took %.1f s", time.perf_counter() - started)
+    return file

@@ -12,6 +12,10 @@ On start (`prepare_onnx`):
    (against fp32 on a fixed sample), then reused. Otherwise fp32.
 
 The `reason` returned with the file is what /info shows as `variant_reason`.
+
+This module sits above the factory (service.engine.model): it builds candidate pipelines
+through it to check a new int8 file (service.parity), and never imports the served-pipeline
+module (service.engine.pipeline), which calls `prepare_onnx` and then builds the pipeline.
 """
 
 from __future__ import annotations
@@ -21,107 +25,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from service import artifacts
 from service.artifacts import FP32_FILE, ONNX_SUBDIR, PER_TOKEN_INT8_FILE
-from service.engine.pipeline import ModelPipeline, onnx_pipeline
+from service.engine.model import onnx_pipeline
+from service.parity import INVARIANCE_BAR, SAMPLE, parity_row
 
 log = logging.getLogger(__name__)
 
-# A fixed sample of real sentences (several languages, short and long).
-SAMPLE = [
-    "A man is playing a large flute.",
-    "A woman is slicing an onion on a wooden board.",
-    "Three men are playing chess in the park.",
-    "The stock market fell sharply after the announcement of new tariffs.",
-    "How do I reset my password if I no longer have access to my email account?",
-    "Der Hund spielt im Garten.",
-    "Ein Flugzeug hebt gerade ab.",
-    "Die Regierung hat heute neue Maßnahmen zum Klimaschutz vorgestellt.",
-    "Un hombre está tocando la guitarra.",
-    "¿Dónde está la estación de tren más cercana?",
-    "Le chat dort sur le canapé depuis ce matin.",
-    "Les négociations ont repris à Bruxelles après une longue pause.",
-    "Il treno per Roma parte alle nove.",
-    "O gato está a dormir no sofá.",
-    "De kinderen spelen buiten in de regen.",
-    "Кошка спит на диване.",
-    "北京是中国的首都。",
-    "東京は日本の首都です。",
-    "Rain.",
-    "ok",
-    "Retrieval-augmented generation combines a search index with a language model so that "
-    "answers can cite the documents they were drawn from, which reduces hallucination and "
-    "lets the system use knowledge that was not in the model's training data.",
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-    "The committee will publish its findings in the spring.",
-    "She forgot her umbrella at the restaurant.",
-]
-# Parity bars per kind: (statistic over the sample, bar), against the reference model.
-BARS = {"fp32": ("min", 0.9999), "int8": ("min", 0.99), "fp16": ("mean", 0.999)}
-INVARIANCE_BAR = 0.99999
-INVARIANCE_PROBES = ["hello world", "Der Hund spielt im Garten.", "ok", SAMPLE[20]]
 # Preference on CPU when the report has no speed figures: measured fastest first.
 CPU_PREFERENCE = (PER_TOKEN_INT8_FILE, artifacts.STATIC_INT8_FILE)
 CUDA_PREFERENCE = (artifacts.FP16_FILE, "model_O4.onnx")
-
-
-def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(mean, min) row-wise cosine of two [n, dim] arrays."""
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    cos = np.sum(a * b, axis=1)
-    return float(cos.mean()), float(cos.min())
-
-
-def batch_invariance(encoder: ModelPipeline) -> float:
-    """Minimum cosine between a probe's vector encoded alone and the same probe inside
-    batches of other texts (a short neighbour, a long one that pads it, the whole sample,
-    probe first and last). 1.0 for a batch-invariant variant; the bar is INVARIANCE_BAR."""
-    worst = 1.0
-    for probe in INVARIANCE_PROBES:
-        alone = encoder.encode([probe])[0][None, :]
-        batches = [
-            [probe, "a different text"],
-            [SAMPLE[20], probe],
-            [probe, *SAMPLE],
-            [*SAMPLE[::-1], probe, "x"],
-        ]
-        for batch in batches:
-            vectors = encoder.encode(batch, batch_size=len(batch))
-            row = batch.index(probe)
-            worst = min(worst, cosine_stats(vectors[row : row + 1], alone)[1])
-    return worst
-
-
-def judge(kind: str, mean: float, minimum: float, invariance: float) -> tuple[bool, str]:
-    """(passed, rule) for one variant: its parity bar and the batch-invariance bar."""
-    stat, bar = BARS[kind]
-    value = minimum if stat == "min" else mean
-    rule = f"{stat} cosine >= {bar} and batch invariance >= {INVARIANCE_BAR}"
-    return value >= bar and invariance >= INVARIANCE_BAR, rule
-
-
-def check_variant(model_dir: Path, file: Path, reference: np.ndarray, device: str) -> dict:
-    """Parity to `reference` (vectors of SAMPLE) and batch invariance of one file: a report
-    row with kind, mean/min cosine, invariance, rule and `passed`."""
-    kind = artifacts.variant_kind(file.name)
-    encoder = onnx_pipeline(model_dir, file, device)
-    try:
-        mean, minimum = cosine_stats(encoder.encode(SAMPLE), reference)
-        invariance = batch_invariance(encoder)
-    finally:
-        encoder.close()
-    passed, rule = judge(kind, mean, minimum, invariance)
-    return {
-        "kind": kind,
-        "mean_cosine": round(mean, 6),
-        "min_cosine": round(minimum, 6),
-        "batch_invariance": round(invariance, 7),
-        "bar": rule,
-        "passed": passed,
-    }
 
 
 # ---------------------------------------------------------------- choosing at start
@@ -129,43 +42,30 @@ def check_variant(model_dir: Path, file: Path, reference: np.ndarray, device: st
 
 @dataclass(frozen=True)
 class Selection:
+    """The ONNX file to serve, why (/info `variant_reason`), and the source fingerprint of
+    the weights it was made from (/info `source_fingerprint`)."""
+
     file: Path
     reason: str
+    fingerprint: str
 
 
-def _stale_names(folder: Path, fingerprint: str) -> list[str]:
-    return sorted(p.name for p in folder.glob("*.onnx") if not artifacts.is_fresh(p, fingerprint))
+def fp32_folders(model_dir: Path, cache_root: Path | None, fingerprint: str) -> list[Path]:
+    """Where a fresh `model.onnx` of the model is looked for: its own onnx/, then the cache."""
+    own = Path(model_dir) / ONNX_SUBDIR
+    if cache_root is None:
+        return [own]
+    return list(dict.fromkeys([own, artifacts.cache_dir_for(model_dir, cache_root, fingerprint)]))
 
 
 def fresh_fp32_dir(
     model_dir: Path, transformer_dir: Path, cache_root: Path, fingerprint: str
 ) -> Path:
     """The folder holding a `model.onnx` exported from the current source: the model's
-    onnx/, else the cache; exported (once) when neither holds one. Stale files found on
-    the way are logged and left unserved."""
-    own, cached = (
-        model_dir / ONNX_SUBDIR,
-        artifacts.cache_dir_for(model_dir, cache_root, fingerprint),
-    )
-    for folder in (own, cached):
-        if artifacts.is_fresh(folder / FP32_FILE, fingerprint):
-            return folder
+    onnx/, else the cache; exported (once) when neither holds one (artifacts.fresh_fp32)."""
     target = artifacts.export_target(model_dir, cache_root, fingerprint)
-    stale = _stale_names(own, fingerprint) if own.is_dir() else []
-    if stale:
-        log.warning(
-            "stale ONNX files in %s (not exported from the current weights, or written by an "
-            "older version without a source fingerprint): %s; never served; re-exporting "
-            "fp32 into %s (rebuild the other variants with: python -m training.export "
-            "--model %s)",
-            own, ", ".join(stale), target, model_dir,
-        )  # fmt: skip
-    else:
-        log.info("no ONNX file for %s: exporting once into %s", model_dir, target)
-    started = time.perf_counter()
-    artifacts.export_fp32(transformer_dir, target, fingerprint)
-    log.info("fp32 export took %.1f s", time.perf_counter() - started)
-    return target
+    folders = fp32_folders(model_dir, cache_root, fingerprint)
+    return artifacts.fresh_fp32(folders, target, transformer_dir, fingerprint).parent
 
 
 def _passing(folder: Path, fingerprint: str, names) -> list[tuple[Path, dict]]:
@@ -187,6 +87,21 @@ def _fastest(candidates: list[tuple[Path, dict]]) -> tuple[Path, dict]:
     return candidates[0]
 
 
+def check_against_fp32(model_dir: Path, fp32_file: Path, file: Path, device: str = "cpu") -> dict:
+    """The report row (service.parity.parity_row) of the ONNX `file` against the vectors of
+    the model's fp32 file, both run through the served pipeline."""
+    fp32 = onnx_pipeline(model_dir, fp32_file, device)
+    try:
+        reference = fp32.encode(SAMPLE)
+    finally:
+        fp32.close()
+    candidate = onnx_pipeline(model_dir, file, device)
+    try:
+        return parity_row(candidate, artifacts.variant_kind(file.name), reference)
+    finally:
+        candidate.close()
+
+
 def build_per_token_int8(
     model_dir: Path, fp32_dir: Path, target_dir: Path, fingerprint: str
 ) -> dict:
@@ -199,11 +114,7 @@ def build_per_token_int8(
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / PER_TOKEN_INT8_FILE
     quantize_per_token(fp32_dir / FP32_FILE, target)
-    fp32 = onnx_pipeline(model_dir, fp32_dir / FP32_FILE)
-    reference = fp32.encode(SAMPLE)
-    fp32.close()
-    row = check_variant(model_dir, target, reference, "cpu")
-    row["reference"] = FP32_FILE
+    row = {**check_against_fp32(model_dir, fp32_dir / FP32_FILE, target), "reference": FP32_FILE}
     artifacts.merge_report(target_dir, {PER_TOKEN_INT8_FILE: row}, fingerprint)
     log.info(
         "built %s in %.1f s: min cosine to fp32 %.5f, batch invariance %.7f, %s",
@@ -244,16 +155,20 @@ def choose_variant(
                 fp32_dir / FP32_FILE,
                 f"fp32: the per-token int8 file failed its check ({row.get('bar')}: min "
                 f"cosine {row.get('min_cosine')}, invariance {row.get('batch_invariance')})",
+                fingerprint,
             )
     if not candidates:
         return Selection(
-            fp32_dir / FP32_FILE, f"fp32: no {'/'.join(names)} file passed parity and invariance"
+            fp32_dir / FP32_FILE,
+            f"fp32: no {'/'.join(names)} file passed parity and invariance",
+            fingerprint,
         )
     file, row = _fastest(candidates)
     return Selection(
         file,
         f"auto on {device}: fastest variant that passed parity ({row['min_cosine']} min cosine) "
         f"and batch invariance ({row['batch_invariance']}) for these weights",
+        fingerprint,
     )
 
 
@@ -266,7 +181,7 @@ def named_variant(model_dir: Path, fp32_dir: Path, name: str, fingerprint: str) 
     `fresh_fp32_dir` before this runs)."""
     folders = list(dict.fromkeys([model_dir / ONNX_SUBDIR, fp32_dir]))
     if name == FP32_FILE:
-        return Selection(fp32_dir / FP32_FILE, "asked for by name (onnx_file)")
+        return Selection(fp32_dir / FP32_FILE, "asked for by name (onnx_file)", fingerprint)
     existing = [folder / name for folder in folders if (folder / name).exists()]
     if not existing:
         available = sorted({p.name for f in folders if f.is_dir() for p in f.glob("*.onnx")})
@@ -284,7 +199,7 @@ def named_variant(model_dir: Path, fp32_dir: Path, name: str, fingerprint: str) 
     row = artifacts.report_variants(fresh[0].parent, fingerprint).get(name, {})
     if row.get("passed") is False:
         log.warning("serving %s although it failed its check (%s)", name, row.get("bar"))
-    return Selection(fresh[0], "asked for by name (onnx_file)")
+    return Selection(fresh[0], "asked for by name (onnx_file)", fingerprint)
 
 
 def prepare_onnx(
@@ -311,7 +226,6 @@ def prebuild(model_dir: Path) -> Path:
     transformer = load_model_spec(model_dir).transformer_path
     fingerprint = artifacts.source_fingerprint(transformer)
     onnx_dir = model_dir / ONNX_SUBDIR
-    if not artifacts.is_fresh(onnx_dir / FP32_FILE, fingerprint):
-        artifacts.export_fp32(transformer, onnx_dir, fingerprint)
+    artifacts.fresh_fp32([onnx_dir], onnx_dir, transformer, fingerprint)
     row = build_per_token_int8(model_dir, onnx_dir, onnx_dir, fingerprint)
     return onnx_dir / (PER_TOKEN_INT8_FILE if row["passed"] else FP32_FILE)

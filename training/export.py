@@ -42,10 +42,11 @@ class GpuRequiredError(RuntimeError):
 
 
 def export_fp32(model_dir: Path, target_dir: Path | None = None) -> Path:
-    """Export the model's transformer to `<target_dir or model_dir/onnx>/model.onnx`
-    (service.artifacts.export_fp32: optimum, source fingerprint recorded)."""
+    """Export the transformer of the sentence-transformers folder `model_dir` to
+    `<target_dir or model_dir/onnx>/model.onnx` (service.artifacts.export_transformer_fp32:
+    optimum, source fingerprint recorded), fresh or not."""
     target_dir = Path(target_dir) if target_dir else Path(model_dir) / ONNX_SUBDIR
-    return artifacts.export_fp32(transformer_dir(model_dir), target_dir)
+    return artifacts.export_transformer_fp32(transformer_dir(model_dir), target_dir)
 
 
 def cpu_quantization_arch() -> str:
@@ -181,17 +182,9 @@ def export_variants(
 
 def fresh_fp32(model_dir: Path, fingerprint: str) -> Path:
     """`onnx/model.onnx`, re-exported when missing or stale (exported from other weights,
-    or without a fingerprint)."""
-    fp32 = model_dir / ONNX_SUBDIR / FP32_FILE
-    if artifacts.is_fresh(fp32, fingerprint):
-        return fp32
-    if fp32.exists():
-        log.warning(
-            "%s was not exported from the current weights (or has no source fingerprint): "
-            "rebuilding it and every variant asked for",
-            fp32,
-        )
-    return export_fp32(model_dir)
+    or without a fingerprint): the service's own check (service.artifacts.fresh_fp32)."""
+    onnx_dir = Path(model_dir) / ONNX_SUBDIR
+    return artifacts.fresh_fp32([onnx_dir], onnx_dir, transformer_dir(model_dir), fingerprint)
 
 
 def failed_variants(model_dir: Path, files: list[Path]) -> list[str]:

@@ -2,11 +2,13 @@
 `onnx/report.json` (rows stamped with the source fingerprint, service.artifacts).
 
 Each variant runs through the service's own pipeline, built by the service's one factory
-(`service.engine.pipeline.onnx_pipeline`: tokenizer with the model's `do_lower_case`, ONNX
-Runtime, pooling, Dense, Normalize), so what passes here is exactly what the service
+(`service.engine.model.onnx_pipeline`: tokenizer with the model's `do_lower_case`, ONNX
+Runtime, pooling, Dense, Normalize), and its row is the one the service's start-up check
+computes (`service.parity.parity_row`), so what passes here is exactly what the service
 serves. A variant passes when its parity bar, the batch-invariance bar (a text's vector
 alone vs inside batches of other texts, cosine >= 0.99999) and, for int8 with `--data`,
-the STS bar (>= 99 % of the torch model's Spearman) all hold."""
+the STS bar (>= 99 % of the torch model's Spearman) all hold; this report adds STS, size
+and speed figures to the row."""
 
 from __future__ import annotations
 
@@ -17,13 +19,11 @@ import time
 from pathlib import Path
 
 from service import artifacts
-from service.engine.pipeline import onnx_pipeline
-from service.variants import SAMPLE, batch_invariance, cosine_stats, judge
+from service.engine.model import onnx_pipeline
+from service.parity import SAMPLE, STS_KEEP_BAR, cosine_stats, parity_row
 
 log = logging.getLogger(__name__)
-__all__ = ["SAMPLE", "cosine_stats", "measure_variants", "write_report"]
-
-STS_KEEP_BAR = 0.99  # an int8 variant keeps >= 99 % of the reference's Spearman
+__all__ = ["SAMPLE", "STS_KEEP_BAR", "cosine_stats", "measure_variants", "write_report"]
 
 
 def throughput(encoder, sentences: list[str], batch_size: int, seconds: float = 3.0) -> float:
@@ -45,17 +45,6 @@ def sts_spearman(encoder, data_dir: Path, language: str = "en", limit: int = 500
         _, s2, _ = load_sts(data_dir, language, limit=limit)
     vectors = encoder.encode(s1 + s2, batch_size=64)
     return spearman_x100(cosine_rows(vectors[: len(s1)], vectors[len(s1) :]), gold)
-
-
-def judge_with_sts(
-    kind: str, mean: float, minimum: float, invariance: float, sts_ratio: float | None
-) -> tuple[bool, str]:
-    """service.variants.judge, plus for int8 the STS bar when STS was measured."""
-    passed, rule = judge(kind, mean, minimum, invariance)
-    if kind == "int8" and sts_ratio is not None:
-        passed = passed and sts_ratio >= STS_KEEP_BAR
-        rule += f" and STS >= {STS_KEEP_BAR:.0%} of torch"
-    return passed, rule
 
 
 def measure_variants(
@@ -82,30 +71,22 @@ def measure_variants(
         kind = artifacts.variant_kind(name)
         device = "cuda" if kind == "fp16" else "cpu"
         encoder = onnx_pipeline(model_dir, file, device)
-        mean, minimum = cosine_stats(encoder.encode(SAMPLE), reference)
         sts = sts_spearman(encoder, data_dir) if reference_sts is not None else None
-        delta = None if sts is None else sts - reference_sts
         ratio = None if sts is None else sts / reference_sts
-        invariance = batch_invariance(encoder)
-        passed, rule = judge_with_sts(kind, mean, minimum, invariance, ratio)
+        row = parity_row(encoder, kind, reference, ratio)
         results[name] = {
-            "kind": kind,
-            "mean_cosine": round(mean, 6),
-            "min_cosine": round(minimum, 6),
-            "batch_invariance": round(invariance, 7),
+            **row,
             "sts_spearman_en": sts,
-            "sts_delta": delta,
+            "sts_delta": None if sts is None else sts - reference_sts,
             "size_mb": round(file.stat().st_size / 2**20, 1),
             "sentences_per_s_batch1": throughput(encoder, SAMPLE, 1, speed_seconds),
             "sentences_per_s_batch32": throughput(encoder, SAMPLE, 32, speed_seconds),
-            "bar": rule,
-            "passed": passed,
         }
         encoder.close()
-        if not passed:
+        if not row["passed"]:
             log.warning(
                 "%s failed its bar (%s): mean %.5f min %.5f invariance %.7f",
-                name, rule, mean, minimum, invariance,
+                name, row["bar"], row["mean_cosine"], row["min_cosine"], row["batch_invariance"],
             )  # fmt: skip
     return results
 

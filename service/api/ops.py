@@ -63,6 +63,7 @@ async def info(request: Request):
         provider=backend.provider,
         onnx_file=backend.file,
         variant_reason=backend.reason,
+        source_fingerprint=backend.source_fingerprint,
         max_batch_tokens=settings.max_batch_tokens,
         max_batch_size=settings.max_batch_size,
         max_client_batch_size=settings.max_client_batch_size,

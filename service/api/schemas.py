@@ -314,6 +314,7 @@ class InfoResponse(BaseModel):
     provider: str
     onnx_file: str | None
     variant_reason: str | None = None  # why this ONNX file is served (service.variants)
+    source_fingerprint: str | None = None  # sha256 of the weights served (service.artifacts)
     max_batch_tokens: int
     max_batch_size: int
     max_client_batch_size: int

@@ -18,6 +18,8 @@ class BackendInfo:
     dtype: str  # "float32", "float16", "int8"
     file: str | None = None  # the ONNX file served
     reason: str | None = None  # why this file/variant is served (/info variant_reason)
+    # sha256 hex of the weights served (service.artifacts.source_fingerprint)
+    source_fingerprint: str | None = None
 
 
 class Backend(ABC):

@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: runs one ONNX file on CUDA or CPU (which file: service.variants)."""
+"""ONNX Runtime backend: runs one ONNX file on CUDA or CPU (the file is chosen before the
+backend is built: service.variants)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from service.config import Settings
 from service.engine.core import EngineCore, InprocCore, RequestTimeoutError
 from service.engine.encoder import postprocess
 from service.engine.model_spec import ModelSpec
-from service.engine.pipeline import load_model, served_pipeline
+from service.engine.pipeline import ModelPipeline, load_model, served_pipeline
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
 
@@ -69,9 +69,13 @@ class EmbeddingEngine:
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, backend: Backend | None = None):
-        """Build the served pipeline (`service.engine.pipeline`) and an in-process core
-        over it (blocking)."""
-        pipeline = served_pipeline(settings, backend)
+        """Build the served pipeline (`service.engine.pipeline.served_pipeline`: the ONNX
+        file is chosen there, above the factory) and an in-process core over it (blocking)."""
+        return cls.over(settings, served_pipeline(settings, backend), metrics)
+
+    @classmethod
+    def over(cls, settings: Settings, pipeline: ModelPipeline, metrics: Metrics):
+        """An engine with an in-process core over an already built `pipeline`."""
         core = InprocCore(settings, pipeline.encoder, metrics)
         return cls(settings, pipeline.spec, pipeline.tokenizer, core, metrics)
 

@@ -1,107 +1,64 @@
-"""The one factory of the served model pipeline: spec, tokenizer (with the model's
-`do_lower_case`), backend, and pooling + Dense (`SentenceEncoder`).
+"""What `python -m service` serves for its settings: the ONNX file is chosen first
+(service.variants: fresh fp32, parity-checked variants, per-token int8 built once), then the
+pipeline is built over it by the factory (service.engine.model). `served_pipeline` is the
+one public entry point for building exactly that pipeline outside the server (benchmarks,
+the corpus-indexing job); the engine takes the pipeline it returns.
 
-The engine (`EmbeddingEngine.load`), the export parity report and the variant checks
-(`onnx_pipeline`, service.variants and training.export_report) and the benchmarks all build
-the model through `build_pipeline`, so what they measure is what the service serves."""
+Layering (no cycle): pipeline -> variants -> model, pipeline -> model; variants and the
+parity checks (service.parity) never import this module."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
+from service import artifacts
 from service.backends.base import Backend
 from service.config import Settings
-from service.engine.encoder import SentenceEncoder, postprocess
-from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
-from service.engine.tokenizer import ModelTokenizer
+from service.engine.model import (
+    ModelPipeline,
+    build_pipeline,
+    load_model,
+    onnx_pipeline,
+)
+from service.engine.model_spec import ModelSpec
+from service.variants import prepare_onnx
 
-
-class ModelPipeline:
-    """The served model without HTTP or batching: texts -> tokenizer -> backend -> pooling
-    and Dense (`encoder`, what the inference thread runs) -> normalise / dimensions."""
-
-    def __init__(self, spec: ModelSpec, tokenizer: ModelTokenizer, backend: Backend) -> None:
-        self.spec, self.tokenizer, self.backend = spec, tokenizer, backend
-        self.encoder = SentenceEncoder(spec, backend, tokenizer.pad_id)
-
-    def encode(
-        self,
-        sentences: list[str],
-        batch_size: int = 32,
-        normalize: bool | None = None,
-        dimensions: int | None = None,
-    ) -> np.ndarray:
-        """float32 [len(sentences), dimensions or the model's dimension], as the service
-        returns them (truncated to the max length; `normalize` None: as the model says),
-        in batches of `batch_size` texts in the given order."""
-        out = []
-        for start in range(0, len(sentences), batch_size):
-            tokens = self.tokenizer.encode(sentences[start : start + batch_size])
-            out.append(self.encoder.embed(tokens))
-        vectors = np.concatenate(out) if out else np.zeros((0, self.spec.dimension), np.float32)
-        normalize = self.spec.normalize if normalize is None else normalize
-        return postprocess(vectors, normalize, dimensions)
-
-    def close(self) -> None:
-        self.backend.close()
-
-
-def load_model(model: str | Path) -> tuple[ModelSpec, ModelTokenizer]:
-    """The model's spec and tokenizer (with the model's `do_lower_case`); `model`: a
-    sentence-transformers folder or a hub id. Raises ModelFolderError / ValueError for a
-    model the service cannot serve."""
-    path = resolve_model_path(str(model))
-    spec = load_model_spec(path)
-    if not spec.include_prompt:
-        raise ValueError(f"{path}: pooling with include_prompt=false is not supported")
-    lowercase = do_lower_case(spec.transformer_path)
-    return spec, ModelTokenizer(spec.transformer_path, spec.max_seq_length, lowercase)
-
-
-def do_lower_case(transformer_dir: Path) -> bool:
-    """The `do_lower_case` of the model's sentence_bert_config.json (False when absent)."""
-    config = Path(transformer_dir) / "sentence_bert_config.json"
-    return bool(config.exists() and json.loads(config.read_text()).get("do_lower_case"))
-
-
-def build_pipeline(
-    model: str | Path, make_backend: Callable[[ModelSpec], Backend]
-) -> ModelPipeline:
-    """The served pipeline of `model` over the backend `make_backend(spec)` returns."""
-    spec, tokenizer = load_model(model)
-    return ModelPipeline(spec, tokenizer, make_backend(spec))
+__all__ = ["ModelPipeline", "build_pipeline", "load_model", "onnx_pipeline", "served_pipeline"]
 
 
 def served_pipeline(settings: Settings, backend: Backend | None = None) -> ModelPipeline:
-    """What `python -m service` serves for `settings` (its model, backend, device and ONNX
-    file); `backend` replaces the configured one (tests inject instrumented backends)."""
+    """The pipeline `python -m service` serves for `settings`: its model, backend, device
+    and ONNX file (the same choice as the server's start, exporting / building once into
+    `settings.cache_dir` when missing). `backend` replaces the configured one (tests inject
+    instrumented backends).
+
+    What was chosen is on `pipeline.backend.info` (service.backends.base.BackendInfo):
+    `file` (the ONNX file served; None for torch), `reason` (why that file: /info
+    `variant_reason`) and `source_fingerprint` (sha256 hex of the weights the vectors come
+    from: /info `source_fingerprint`). Blocking (seconds; minutes when an export runs).
+    Raises ModelFolderError / ValueError for a model the service cannot serve,
+    variants.OnnxFileError / artifacts.StaleOnnxError for a named file it cannot serve."""
     if backend is not None:
         return build_pipeline(settings.model_path(), lambda spec: backend)
-    return build_pipeline(settings.model_path(), lambda spec: create_backend(settings, spec))
+    spec, tokenizer = load_model(settings.model_path())
+    return ModelPipeline(spec, tokenizer, configured_backend(settings, spec))
 
 
-def onnx_pipeline(model_dir: str | Path, onnx_file: Path, device: str = "cpu") -> ModelPipeline:
-    """The served pipeline over one given ONNX file of the model (variant checks, the
-    export parity report, benchmarks)."""
-    from service.backends.onnx import OnnxBackend
-
-    return build_pipeline(model_dir, lambda spec: OnnxBackend(onnx_file, device))
-
-
-def create_backend(settings: Settings, spec: ModelSpec) -> Backend:
-    """The configured backend over the model's transformer (ONNX: the file
-    `service.variants.prepare_onnx` chooses, exported once when missing)."""
+def configured_backend(settings: Settings, spec: ModelSpec) -> Backend:
+    """The configured backend over the model's transformer; ONNX: over the file
+    service.variants chooses for the device (exported / built once when missing)."""
     if settings.backend == "torch":
         from service.backends.torch import TorchBackend
 
-        return TorchBackend(str(spec.transformer_path), settings.device, settings.intra_op_threads)
+        backend = TorchBackend(
+            str(spec.transformer_path), settings.device, settings.intra_op_threads
+        )
+        fingerprint = torch_fingerprint(spec.transformer_path)
+        backend.info = replace(backend.info, source_fingerprint=fingerprint)
+        return backend
     from service.backends.onnx import OnnxBackend
     from service.backends.providers import select_providers
-    from service.variants import prepare_onnx
 
     wants_cuda = select_providers(settings.device)[0] != "CPUExecutionProvider"
     chosen = prepare_onnx(
@@ -111,10 +68,20 @@ def create_backend(settings: Settings, spec: ModelSpec) -> Backend:
         settings.onnx_file,
         "cuda" if wants_cuda else "cpu",
     )
-    return OnnxBackend(
+    backend = OnnxBackend(
         chosen.file,
         settings.device,
         settings.intra_op_threads,
         memory_arena=not settings.release_memory,
         reason=chosen.reason,
     )
+    backend.info = replace(backend.info, source_fingerprint=chosen.fingerprint)
+    return backend
+
+
+def torch_fingerprint(transformer_dir: Path) -> str | None:
+    """The source fingerprint of the weights torch loads (None: no weight file found)."""
+    try:
+        return artifacts.source_fingerprint(transformer_dir)
+    except FileNotFoundError:
+        return None

@@ -4,13 +4,17 @@ the model's do_lower_case), backend and pooling."""
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
+import service
+from service.artifacts import source_fingerprint
 from service.config import Settings
 from service.engine.pipeline import onnx_pipeline, served_pipeline
 from tests.service.conftest import SENTENCES
@@ -21,6 +25,15 @@ def test_served_pipeline_gives_what_the_service_answers(client, settings, onnx_f
     pipeline = served_pipeline(settings)  # EMBED_ONNX_FILE=model.onnx, as the client serves
     try:
         assert pipeline.backend.info.file == str(onnx_file)
+        # what was chosen, and from which weights, is readable from the pipeline and /info
+        info = client.get("/info").json()
+        assert (
+            pipeline.backend.info.reason
+            == info["variant_reason"]
+            == "asked for by name (onnx_file)"
+        )
+        fingerprint = source_fingerprint(pipeline.spec.transformer_path)
+        assert pipeline.backend.info.source_fingerprint == info["source_fingerprint"] == fingerprint
         np.testing.assert_allclose(pipeline.encode(SENTENCES, batch_size=3), served, atol=1e-6)
         raw = pipeline.encode(SENTENCES[:2], normalize=False, dimensions=8)
         assert raw.shape == (2, 8) and not np.allclose(np.linalg.norm(raw, axis=1), 1)
@@ -55,3 +68,50 @@ def test_serving_benchmarks_import_no_training_code():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def service_imports() -> dict[str, set[str]]:
+    """module -> the service modules it imports (at module level or inside functions)."""
+    root = Path(service.__file__).parent
+    modules = {}
+    for file in root.rglob("*.py"):
+        name = ".".join(file.relative_to(root.parent).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = file
+    graph = {}
+    for name, file in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in modules:
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names} & modules.keys()
+        graph[name] = found
+    return graph
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_the_file_choice_sits_above_the_factory():
+    """served_pipeline chooses the ONNX file (service.variants), then builds the pipeline
+    (service.engine.model); neither the chooser, the parity checks nor the factory import
+    back (issue 24: `create_backend` and service.variants imported each other)."""
+    graph = service_imports()
+    top = "service.engine.pipeline"
+    assert {"service.variants", "service.engine.model"} <= graph[top]
+    for module in (
+        "service.variants",
+        "service.parity",
+        "service.engine.model",
+        "service.artifacts",
+    ):
+        assert top not in reachable(graph, module), module
+        assert module not in reachable(graph, module), f"{module} is in an import cycle"
+    assert "service.variants" not in reachable(graph, "service.engine.model")

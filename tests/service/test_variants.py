@@ -14,17 +14,10 @@ from onnx import TensorProto, helper
 
 from service import artifacts
 from service.config import Settings
-from service.engine.pipeline import onnx_pipeline
+from service.engine.model import onnx_pipeline
 from service.int8 import quantize_per_token
-from service.variants import (
-    INVARIANCE_BAR,
-    SAMPLE,
-    OnnxFileError,
-    batch_invariance,
-    choose_variant,
-    cosine_stats,
-    named_variant,
-)
+from service.parity import INVARIANCE_BAR, SAMPLE, batch_invariance, cosine_stats
+from service.variants import OnnxFileError, choose_variant, named_variant
 from tests.service.conftest import AUTO, SENTENCES, running
 
 FP = "a" * 64

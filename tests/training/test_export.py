@@ -136,12 +136,15 @@ def test_export_rebuilds_a_stale_fp32(tmp_path, monkeypatch):
 
     folder, fingerprint = _fake_model(tmp_path / "m")
     rebuilt = []
-    monkeypatch.setattr("training.export.export_fp32", lambda model: rebuilt.append(model))
+    monkeypatch.setattr(
+        "service.artifacts.export_transformer_fp32",
+        lambda transformer, target, fingerprint: rebuilt.append(target),
+    )
     tiny_onnx(folder / "onnx" / "model.onnx", None)  # an older version: no fingerprint
     fresh_fp32(folder, fingerprint)
     tiny_onnx(folder / "onnx" / "model.onnx", "0" * 64)  # other weights
     fresh_fp32(folder, fingerprint)
-    assert rebuilt == [folder, folder]
+    assert rebuilt == [folder / "onnx", folder / "onnx"]
     tiny_onnx(folder / "onnx" / "model.onnx", fingerprint)
     assert fresh_fp32(folder, fingerprint) == folder / "onnx" / "model.onnx"
     assert len(rebuilt) == 2
