@@ -7,11 +7,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
 from service.api.responses import JSONResponse
-from service.engine.admission import QueueFullError, RequestTooLargeError
-from service.engine.batcher import BatchFailedError, ShuttingDownError
-from service.engine.engine import RequestTimeoutError, UnknownPromptError
-from service.engine.ipc import EngineCoreGoneError
-from service.engine.tokenizer import TextTooLongError, UnknownTokenIdError
+from service.engine.errors import (
+    BatchFailedError,
+    EngineCoreGoneError,
+    EngineError,
+    InternalEngineError,
+    QueueFullError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    ShuttingDownError,
+    TextTooLongError,
+    UnknownPromptError,
+    UnknownTokenIdError,
+)
 
 # TEI's error_type names, and the OpenAI `type` that goes with each status family
 TEI_TYPES = {
@@ -103,49 +111,34 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None, in
     return "; ".join(parts) + more, first, 422
 
 
+# every engine error kind: (HTTP status, the request field it names, the API's `code`);
+# Retry-After comes from the error's own `retry_after_s`
+ENGINE_STATUS: dict[type[EngineError], tuple[int, str | None, str | None]] = {
+    QueueFullError: (429, None, "overloaded"),
+    RequestTooLargeError: (413, "input", "request_too_large"),
+    TextTooLongError: (413, "input", "input_too_long"),
+    UnknownPromptError: (422, "prompt_name", "unknown_prompt"),
+    RequestTimeoutError: (503, None, "queue_timeout"),
+    ShuttingDownError: (503, None, "shutting_down"),
+    EngineCoreGoneError: (503, None, "engine_unavailable"),
+    UnknownTokenIdError: (422, "ids", None),
+    BatchFailedError: (500, None, "inference_failed"),
+    InternalEngineError: (500, None, "internal_error"),
+}
+
+
 def to_api_error(exc: Exception) -> ApiError:
-    """Map engine exceptions to HTTP statuses (anything unknown: 500 naming its type)."""
+    """Map an engine error to its HTTP status, the one place that does, in one process and
+    behind `--workers` alike (the front end re-raises the core's engine error); anything
+    else: 500 naming its type."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, QueueFullError):
-        return ApiError(429, str(exc), code="overloaded", headers=_retry_after(exc.retry_after_s))
-    if isinstance(exc, RequestTooLargeError):
-        return ApiError(413, str(exc), param="input", code="request_too_large")
-    if isinstance(exc, TextTooLongError):
-        return ApiError(413, str(exc), param="input", code="input_too_long")
-    if isinstance(exc, UnknownPromptError):
-        return ApiError(422, str(exc), param="prompt_name", code="unknown_prompt")
-    if isinstance(exc, RequestTimeoutError):
-        return ApiError(
-            503, str(exc), code="queue_timeout", headers=_retry_after(exc.retry_after_s)
-        )
-    if isinstance(exc, ShuttingDownError):
-        return ApiError(503, str(exc), code="shutting_down", headers=_retry_after(1))
-    if isinstance(exc, EngineCoreGoneError):
-        return ApiError(503, str(exc), code="engine_unavailable", headers=_retry_after(1))
-    if isinstance(exc, UnknownTokenIdError):
-        return ApiError(422, str(exc), param="ids")
-    if isinstance(exc, BatchFailedError):
-        return ApiError(500, str(exc), code="inference_failed")
-    return ApiError(500, f"internal error: {type(exc).__name__}", code="internal_error")
-
-
-def _retry_after(seconds: int) -> dict[str, str]:
-    return {"Retry-After": str(seconds)}
-
-
-# the engine's own errors; anything else a route raises is answered by `_internal`
-ENGINE_ERRORS = (
-    QueueFullError,
-    RequestTooLargeError,
-    TextTooLongError,
-    UnknownPromptError,
-    UnknownTokenIdError,
-    RequestTimeoutError,
-    ShuttingDownError,
-    EngineCoreGoneError,
-    BatchFailedError,
-)
+    if not isinstance(exc, EngineError):
+        exc = InternalEngineError(type(exc).__name__)
+    kind = next(cls for cls in type(exc).__mro__ if cls in ENGINE_STATUS or cls is EngineError)
+    status, param, code = ENGINE_STATUS.get(kind, (500, None, "internal_error"))
+    headers = {} if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+    return ApiError(status, str(exc), param=param, code=code, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -154,8 +147,7 @@ def install_error_handlers(app: FastAPI) -> None:
     OpenAI answers) and, last, any other exception (500; the server still logs it)."""
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
-    for kind in ENGINE_ERRORS:
-        app.add_exception_handler(kind, _engine_error)
+    app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(Exception, _internal)
 
 

@@ -39,6 +39,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from service.engine.errors import QueueFullError, RequestTooLargeError
+
 # Used until the engine's start-up calibration batch replaces it: a deliberately low
 # figure (a small CPU with a small model does several times this), so that a server that
 # has not measured itself yet errs towards 429s rather than towards long waits.
@@ -151,22 +153,6 @@ class AdmissionLimits:
     max_queued_inputs: int
     max_queue_wait_s: float = math.inf
     request_timeout_s: float = math.inf
-
-
-class RequestTooLargeError(ValueError):
-    """The request could never be served as sent: split it (413)."""
-
-    def __init__(self, message: str, limit: str) -> None:
-        self.limit = limit
-        super().__init__(message)
-
-
-class QueueFullError(RuntimeError):
-    """The server is busy: the client should retry after `retry_after_s` or elsewhere (429)."""
-
-    def __init__(self, message: str, retry_after_s: int, limit: str) -> None:
-        self.retry_after_s, self.limit = retry_after_s, limit
-        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import numpy as np
 
 from service.engine.admission import (
     AdmissionLimits,
-    QueueFullError,
     QueueLoad,
     ThroughputEstimator,
     Waiting,
@@ -32,19 +31,12 @@ from service.engine.admission import (
     late_requests,
     retry_after_s,
 )
+from service.engine.errors import BatchFailedError, QueueFullError, ShuttingDownError
 from service.engine.tokenizer import TokenizedText
 
 __all__ = ["Batcher", "BatchLimits", "BatchStats", "QueueFullError", "ShuttingDownError"]
 
 log = logging.getLogger(__name__)
-
-
-class ShuttingDownError(RuntimeError):
-    """The server is draining or stopped and this request will not be served (503)."""
-
-
-class BatchFailedError(RuntimeError):
-    """Inference failed for a batch holding this request's texts (500)."""
 
 
 @dataclass

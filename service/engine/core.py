@@ -17,14 +17,10 @@ import numpy as np
 
 from service.backends.base import BackendInfo
 from service.config import Settings
-from service.engine.admission import (
-    AdmissionLimits,
-    QueueFullError,
-    ThroughputEstimator,
-    retry_after_s,
-)
+from service.engine.admission import AdmissionLimits, ThroughputEstimator, retry_after_s
 from service.engine.batcher import Batcher, BatchLimits, BatchStats, PendingRequest
 from service.engine.encoder import SentenceEncoder
+from service.engine.errors import QueueFullError, RequestTimeoutError
 from service.engine.memory import release_heap
 from service.engine.tokenizer import TokenizedText
 from service.metrics import Metrics
@@ -37,14 +33,6 @@ log = logging.getLogger(__name__)
 # requests of a burst are admitted before any busy batch has been measured
 # (docs/benchmarks.md, "Overload").
 CALIBRATION_HEADROOM = 0.5
-
-
-class RequestTimeoutError(RuntimeError):
-    """The request waited `request_timeout_s` in the queue without starting (503)."""
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        self.retry_after_s = retry_after_s
-        super().__init__(message)
 
 
 class EngineCore(Protocol):

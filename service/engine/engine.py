@@ -12,14 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from service.backends.base import Backend, BackendInfo
 from service.config import Settings
-from service.engine.core import EngineCore, InprocCore, RequestTimeoutError
+from service.engine.core import EngineCore, InprocCore
 from service.engine.encoder import postprocess
+from service.engine.errors import UnknownPromptError
 from service.engine.model_spec import ModelSpec
 from service.engine.pipeline import ModelPipeline, load_model, served_pipeline
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
 
-__all__ = ["EmbeddingEngine", "Embeddings", "RequestTimeoutError", "UnknownPromptError"]
+__all__ = ["EmbeddingEngine", "Embeddings"]
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
@@ -27,13 +28,6 @@ INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the ev
 # them the slowest per token), within the batch limits
 CALIBRATION_TEXT_TOKENS = 16
 CALIBRATION_MAX_TEXTS = 64
-
-
-class UnknownPromptError(ValueError):
-    def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(
-            f"prompt_name '{name}' is not one of this model's prompts: {known or 'none defined'}"
-        )
 
 
 @dataclass(frozen=True)
@@ -184,7 +178,7 @@ class EmbeddingEngine:
         (Matryoshka), L2-normalised when `normalize` (None: as the model's own Normalize
         module says). `token_level`: the transformer's per-token embeddings instead
         (TEI's /embed_all; a list of [tokens_i, hidden], never normalised), same batches.
-        Raises the engine's errors (see `service.api.errors.to_api_error`)."""
+        Raises the engine's errors (`service.engine.errors`)."""
         prompt = self.prompt_for(prompt_name)
         if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
             # small requests: a thread hop costs more than tokenising (tens of microseconds)

@@ -10,12 +10,12 @@ Wire format (ZeroMQ DEALER in each front end -> ROUTER in the core, on an `ipc:/
              [msgpack {"op": "cancel", "id": n}]     -> the client went away; no reply
     reply    [msgpack {"id": n, "ok": true, "rows": r, "dim": d, "lengths": [int] | null}]
              [float32 r*d bytes, C order; token-level: rows of all texts, split by lengths]
-             [msgpack {"id": n, "ok": false, "error": {status, message, param, code, headers}}]
+             [msgpack {"id": n, "ok": false, "error": {"kind", "message", "fields"}}]
 
 Token ids travel as msgpack integer lists (packed in C, no pickling of Python objects);
-vectors travel as one raw float32 frame. Errors are mapped to HTTP in the core by the same
-`service.api.errors.to_api_error` a single process uses, and re-raised in the front end as
-that `ApiError`, so every route answers them in its own shape."""
+vectors travel as one raw float32 frame. An engine error travels as its kind and fields
+(`service.engine.errors.to_wire`) and the front end re-raises the same engine exception
+(`from_wire`), which the app maps to HTTP as it does in one process."""
 
 from __future__ import annotations
 
@@ -31,15 +31,17 @@ import zmq
 import zmq.asyncio
 
 from service.backends.base import BackendInfo
-from service.engine.batcher import ShuttingDownError
 from service.engine.core import InprocCore
+from service.engine.errors import (
+    EngineCoreGoneError,
+    EngineError,
+    ShuttingDownError,
+    from_wire,
+    to_wire,
+)
 from service.engine.tokenizer import TokenizedText
 
 log = logging.getLogger(__name__)
-
-
-class EngineCoreGoneError(RuntimeError):
-    """The engine-core process stopped answering (503)."""
 
 
 def pack_tokens(request_id: int, tokens: list[TokenizedText]) -> bytes:
@@ -141,30 +143,19 @@ class RemoteCore:
 
     async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray | list[np.ndarray]:
         """Vectors from the core: float32 [len(tokens), dim] (token-level requests: a list
-        of [length_i, hidden]). Raises the core's error as an `ApiError` with its status."""
-        from service.api.errors import ApiError
-
+        of [length_i, hidden]). Raises the core's engine error (`service.engine.errors`),
+        re-created from its kind and fields; EngineCoreGoneError when no reply came."""
         try:
             header, body = await asyncio.wait_for(
                 self._call({"op": "embed", "tokens": tokens}), self.reply_timeout_s
             )
         except asyncio.TimeoutError:
-            raise ApiError(
-                503,
+            raise EngineCoreGoneError(
                 f"the inference process did not answer within {self.reply_timeout_s:g} s; "
-                "retry on another replica",
-                code="engine_unavailable",
-                headers={"Retry-After": "1"},
+                "retry on another replica"
             ) from None
         if not header["ok"]:
-            error = header["error"]
-            raise ApiError(
-                error["status"],
-                error["message"],
-                param=error["param"],
-                code=error["code"],
-                headers=error["headers"],
-            )
+            raise from_wire(header["error"])
         return unpack_result(header, body)
 
     async def calibrate(self, texts: list[TokenizedText]) -> None:
@@ -236,17 +227,15 @@ class CoreServer:
                 task.add_done_callback(lambda _, key=key: self._tasks.pop(key, None))
 
     async def _embed(self, identity: bytes, message: dict) -> None:
-        from service.api.errors import to_api_error
-
         try:
             vectors = await self.core.embed_tokens(unpack_tokens(message))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure is answered, never dropped
-            error = to_api_error(exc)
-            await self._send(identity, {"id": message["id"], "ok": False, "error": {
-                "status": error.status, "message": error.message, "param": error.param,
-                "code": error.code, "headers": error.headers}})  # fmt: skip
+            if not isinstance(exc, EngineError):  # a bug: its traceback stays in this log
+                log.exception("unexpected error in the engine core", exc_info=exc)
+            error = {"id": message["id"], "ok": False, "error": to_wire(exc)}
+            await self._send(identity, error)
             return
         await self._send(identity, *pack_result(message["id"], vectors))
 

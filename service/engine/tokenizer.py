@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from service.engine.errors import TextTooLongError, UnknownTokenIdError
+
 
 @dataclass(frozen=True)
 class TokenizedText:
@@ -20,15 +22,6 @@ class TokenizedText:
     @property
     def length(self) -> int:
         return len(self.ids)
-
-
-class TextTooLongError(ValueError):
-    def __init__(self, index: int, tokens: int, limit: int) -> None:
-        self.index, self.tokens, self.limit = index, tokens, limit
-        super().__init__(
-            f"input {index} has {tokens} tokens, more than the model's maximum of {limit}; "
-            "shorten it or send truncate=true"
-        )
 
 
 class ModelTokenizer:
@@ -100,14 +93,6 @@ class ModelTokenizer:
                 if token_id >= size:
                     raise UnknownTokenIdError(row, column, token_id, size)
         return self._full.decode_batch(ids, skip_special_tokens=skip_special_tokens)
-
-
-class UnknownTokenIdError(ValueError):
-    def __init__(self, row: int, column: int, token_id: int, size: int) -> None:
-        super().__init__(
-            f"ids[{row}][{column}] = {token_id} is not a token id of this model "
-            f"(vocabulary of {size}: ids 0 to {size - 1})"
-        )
 
 
 def _simple_tokens(text: str, encoding) -> list[dict]:

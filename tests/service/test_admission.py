@@ -14,16 +14,15 @@ from service.api.errors import to_api_error
 from service.config import Settings
 from service.engine.admission import (
     AdmissionLimits,
-    QueueFullError,
     QueueLoad,
-    RequestTooLargeError,
     ThroughputEstimator,
     Waiting,
     check_admission,
     late_requests,
     retry_after_s,
 )
-from service.engine.batcher import Batcher, BatchLimits, BatchStats, ShuttingDownError
+from service.engine.batcher import Batcher, BatchLimits, BatchStats
+from service.engine.errors import QueueFullError, RequestTooLargeError, ShuttingDownError
 from service.engine.tokenizer import TokenizedText
 
 # 1000 tokens/s: every figure below is easy to check by hand

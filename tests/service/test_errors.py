@@ -9,10 +9,13 @@ from fastapi.testclient import TestClient
 from service.api.errors import to_api_error
 from service.app import create_app
 from service.config import Settings
-from service.engine.admission import QueueFullError
-from service.engine.batcher import BatchFailedError, ShuttingDownError
-from service.engine.ipc import EngineCoreGoneError
-from service.engine.tokenizer import UnknownTokenIdError
+from service.engine.errors import (
+    BatchFailedError,
+    EngineCoreGoneError,
+    QueueFullError,
+    ShuttingDownError,
+    UnknownTokenIdError,
+)
 from tests.service.conftest import metric_value
 
 EMBEDDING_ROUTES = [
@@ -118,3 +121,41 @@ def test_key_and_readiness_are_checked_before_the_body(cache_dir):
     assert loading.status_code == 503 and loading.json()["error_type"] == "Unhealthy"
     assert client.get("/v1/models", headers=key).status_code == 503
     assert client.post("/rerank", json={}, headers=key).status_code == 424
+
+
+def test_engine_errors_cross_the_ipc_as_the_same_exception():
+    """Behind `--workers` the core's error travels as kind and fields (msgpack) and the
+    front end re-raises the same class, which maps to the same HTTP answer."""
+    import msgpack
+
+    from service.engine.errors import (
+        InternalEngineError,
+        RequestTimeoutError,
+        RequestTooLargeError,
+        TextTooLongError,
+        UnknownPromptError,
+        from_wire,
+        to_wire,
+    )
+
+    errors = [
+        QueueFullError("busy", 3, "max_queued_inputs"),
+        RequestTooLargeError("too big", "request_timeout_s"),
+        RequestTimeoutError("waited", 4),
+        ShuttingDownError("stopping"),
+        EngineCoreGoneError("gone"),
+        BatchFailedError("batch failed"),
+        TextTooLongError(2, 600, 512),
+        UnknownTokenIdError(0, 1, 99, 10),
+        UnknownPromptError("nope", ["query"]),
+    ]
+    for error in errors:
+        crossed = from_wire(msgpack.unpackb(msgpack.packb(to_wire(error))))
+        assert type(crossed) is type(error) and str(crossed) == str(error)
+        assert crossed.fields() == error.fields()
+        assert vars(to_api_error(crossed)) == vars(to_api_error(error))
+    bug = from_wire(to_wire(KeyError("secret data")))
+    assert isinstance(bug, InternalEngineError) and str(bug) == "internal error: KeyError"
+    assert "secret" not in str(bug)
+    assert to_api_error(bug).status == to_api_error(KeyError("x")).status == 500
+    assert from_wire({"kind": "from_a_newer_core", "message": "m"}).kind == "internal"

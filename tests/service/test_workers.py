@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from service.api.errors import ApiError
+from service.api.errors import to_api_error
 from service.backends.base import BackendInfo
 from service.config import Settings
-from service.engine.batcher import QueueFullError
+from service.engine.errors import QueueFullError
 from service.engine.ipc import CoreServer, RemoteCore
 from service.engine.tokenizer import TokenizedText
 from service.supervisor import resolve_workers
@@ -134,7 +134,7 @@ class StandInCore:
     async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray:
         first = tokens[0].ids[0]
         if first == 429:
-            raise QueueFullError(10, len(tokens), 10)
+            raise QueueFullError("busy", len(tokens), "max_queued_inputs")
         if first == 0:
             try:
                 await asyncio.sleep(3600)
@@ -160,9 +160,10 @@ async def test_ipc_round_trip_errors_and_cancellation(tmp_path):
         assert vectors.tolist() == [[7, 3, 2], [5, 1, 0]]
         per_token = await remote.embed_tokens([replace(t, token_level=True) for t in tokens])
         assert [rows.tolist() for rows in per_token] == [[[7, 7]] * 3, [[5, 5]]]
-        with pytest.raises(ApiError) as raised:
+        with pytest.raises(QueueFullError) as raised:  # the core's own error, re-raised
             await remote.embed_tokens([TokenizedText([429], [0], 1)])
-        assert raised.value.status == 429 and "Retry-After" in raised.value.headers
+        error = to_api_error(raised.value)
+        assert error.status == 429 and "Retry-After" in error.headers
         hanging = asyncio.ensure_future(remote.embed_tokens([TokenizedText([0], [0], 1)]))
         await asyncio.sleep(0.2)
         hanging.cancel()  # the client went away: the core drops the work
