@@ -1,5 +1,7 @@
-"""create_app(settings): routes, middleware, and a lifespan that loads the model,
-warms it up, starts the batcher and drains it on shutdown."""
+"""create_app(settings): routes, middleware, and a lifespan that loads the model (or, as
+a front end of `--workers N`, the tokenizer and a client of the engine-core process),
+starts the engine with a warm-up request, and on exit shuts it down through the app's
+`Lifecycle` (the same drain the server ran already on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -14,13 +16,17 @@ from service import __version__
 from service.api import openai as openai_routes
 from service.api import ops, tei
 from service.api.errors import install_error_handlers
-from service.api.middleware import BodyGuardMiddleware, MetricsMiddleware
+from service.api.middleware import (
+    BodyGuardMiddleware,
+    CancelOnDisconnectMiddleware,
+    MetricsMiddleware,
+)
 from service.api.responses import JSONResponse
 from service.backends.base import Backend
 from service.config import Settings
 from service.engine.engine import EmbeddingEngine
+from service.lifecycle import Lifecycle
 from service.metrics import Metrics
-from service.server import shutdown_reason
 
 log = logging.getLogger(__name__)
 ROUTES = {
@@ -51,6 +57,7 @@ def create_app(
     (`--workers N`) and loads only the tokenizer."""
     settings = settings or Settings()
     metrics = Metrics()
+    lifecycle = Lifecycle()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -60,6 +67,7 @@ def create_app(
             engine = await asyncio.to_thread(EmbeddingEngine.load, settings, metrics, backend)
         app.state.engine = engine
         await engine.start()
+        lifecycle.serving(engine)
         info = engine.backend_info
         metrics.model_info.info(
             {
@@ -75,18 +83,10 @@ def create_app(
         try:
             yield
         finally:
-            app.state.draining = True
-            # under `python -m service` the server drained already (service/server.py);
-            # this covers other ASGI hosts and tests
-            drained = await engine.drain(settings.graceful_shutdown_s)
-            if not drained:
-                failed = await engine.abort(shutdown_reason(settings.graceful_shutdown_s))
-                log.warning(
-                    "grace period of %g s ended: %d unfinished requests answered 503",
-                    settings.graceful_shutdown_s,
-                    failed,
-                )
-            await engine.stop()
+            # under `python -m service` the server drained already (service/server.py)
+            # and this returns at once; it drains on other ASGI hosts and in tests
+            await lifecycle.shutdown(settings.graceful_shutdown_s)
+            await lifecycle.stop()
 
     app = FastAPI(
         title="polyglot-embed",
@@ -98,13 +98,14 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.api_keys = settings.api_keys()
-    app.state.engine = None
-    app.state.draining = False
+    app.state.engine = None  # the running engine, for the routes (`deps.engine_of`)
+    app.state.lifecycle = lifecycle
     install_error_handlers(app)
     app.include_router(tei.router)
     app.include_router(tei.other_model_types)
     app.include_router(openai_routes.router)
     app.include_router(ops.router)
+    app.add_middleware(CancelOnDisconnectMiddleware)  # innermost: after the body guard read
     app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

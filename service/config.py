@@ -116,6 +116,14 @@ class Settings(BaseSettings):
         default_factory=list, description="allowed CORS origins (JSON list); empty: CORS off"
     )
     graceful_shutdown_s: float = Field(30.0, ge=0, description="drain time after SIGTERM")
+    core_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="--workers N: a front end that has not heard from the engine-core process "
+        "for this long (it is pinged 5 times as often, at least once a second) answers "
+        "/health and requests with 503 until the core answers again (bounded by "
+        "request_timeout_s)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
 
     @field_validator("model")

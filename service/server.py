@@ -2,7 +2,9 @@
 (/health answers 503 so load balancers take it out, new embedding requests get 503),
 finishes what it already accepted within `graceful_shutdown_s`, answers whatever is still
 unfinished then with a JSON 503 (the route's error shape, Retry-After), and exits 0 within
-`graceful_shutdown_s + SHUTDOWN_MARGIN_S`. A second signal forces the exit."""
+`graceful_shutdown_s + SHUTDOWN_MARGIN_S`. A second signal forces the exit. A front end
+of `--workers N` also exits, at once, when the supervisor reports the engine core dead
+(CORE_GONE_SIGNAL), after answering every request waiting on it with 503."""
 
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.config import Settings
+from service.lifecycle import FORCED_REASON, Lifecycle
 
 log = logging.getLogger(__name__)
+CORE_GONE_SIGNAL = signal.SIGUSR2  # supervisor -> front ends: the engine core died
 FLUSH_S = 0.1  # after the drain: time for the last responses to reach their sockets
 CLOSE_S = 3  # uvicorn's wait for open connections once the drain is over
 SHUTDOWN_MARGIN_S = 5  # exit happens within graceful_shutdown_s + this (FLUSH_S + CLOSE_S + stop)
@@ -47,46 +51,39 @@ class DrainingServer(uvicorn.Server):
             return
         self._draining = True
         log.info("%s received: draining (grace %.0f s)", signal.Signals(sig).name, self.grace_s)
-        self.app.state.draining = True
         loop = asyncio.get_event_loop()
         loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        return self.app.state.lifecycle
 
     async def _force_exit(self) -> None:
         """Every request not yet answered gets a JSON 503 in its route's shape (instead of
         being cut off with a plain-text 500), then the server exits."""
-        engine = getattr(self.app.state, "engine", None)
-        if engine is not None:
-            await engine.abort(FORCED_REASON)
+        await self.lifecycle.abort(FORCED_REASON)
         await asyncio.sleep(FLUSH_S)
         self.should_exit = self.force_exit = True
 
     async def _drain(self) -> None:
-        engine = getattr(self.app.state, "engine", None)
-        if engine is not None:
-            drained = await engine.drain(self.grace_s)
-            if not drained:
-                failed = await engine.abort(shutdown_reason(self.grace_s))
-                log.warning(
-                    "grace period of %g s ended: %d unfinished requests answered 503",
-                    self.grace_s,
-                    failed,
-                )
+        await self.lifecycle.shutdown(self.grace_s)
         await asyncio.sleep(FLUSH_S)
         self.should_exit = True
 
+    def handle_core_gone(self, sig: int, frame: FrameType | None) -> None:
+        """CORE_GONE_SIGNAL from the supervisor: the engine-core process died."""
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._core_gone()))
 
-FORCED_REASON = (
-    "the server was told to stop at once (a second shutdown signal) before this request "
-    "finished; retry, another replica will serve it"
-)
-
-
-def shutdown_reason(grace_s: float) -> str:
-    """The 503 message of a request cut off by shutdown."""
-    return (
-        f"the server is shutting down and its grace period (graceful_shutdown_s = {grace_s:g} "
-        "s) ended before this request finished; retry, another replica will serve it"
-    )
+    async def _core_gone(self) -> None:
+        """Answer every request waiting on the dead core with 503 now (its work is lost),
+        refuse new ones, and exit: the supervisor exits too and the orchestrator restarts
+        the service."""
+        self._draining = True
+        failed = await self.lifecycle.core_lost("the engine-core process exited")
+        log.error("engine core gone: %d waiting requests answered 503; exiting", failed)
+        await asyncio.sleep(FLUSH_S)
+        self.should_exit = True
 
 
 def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None = None) -> None:
@@ -103,6 +100,8 @@ def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None 
     server = DrainingServer(
         config, app, settings.graceful_shutdown_s, supervised=sockets is not None
     )
+    if server.supervised:
+        signal.signal(CORE_GONE_SIGNAL, server.handle_core_gone)
     server.run(sockets=sockets)
     engine = getattr(app.state, "engine", None)
     if engine is not None and engine.inference_running:

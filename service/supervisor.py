@@ -31,12 +31,13 @@ import time
 from pathlib import Path
 
 from service.config import Settings
-from service.server import SHUTDOWN_MARGIN_S
+from service.server import CORE_GONE_SIGNAL, SHUTDOWN_MARGIN_S
 
 log = logging.getLogger(__name__)
 CORE_STOP_SIGNAL = signal.SIGUSR1  # supervisor -> core: the front ends are gone, stop
 CORE_STOP_S = 2.0  # the core's share of SHUTDOWN_MARGIN_S, once the front ends are gone
 MAX_AUTO_WORKERS = 8
+WATCH_S = 0.2  # how often the supervisor checks its children
 
 
 def uses_cuda(settings: Settings) -> bool:
@@ -74,6 +75,16 @@ def _configure_logging(settings: Settings, role: str) -> None:
     )
 
 
+def describe_exit(code: int | None) -> str:
+    """A child's exit code in words: "killed by SIGKILL", "exited with 3"."""
+    if code is not None and code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with {code}"
+
+
 def exit_with_parent(interval_s: float = 1.0) -> None:
     """A child must not outlive a supervisor that was killed (SIGKILL leaves no chance to
     stop it): a daemon thread exits the process once the parent is gone."""
@@ -104,25 +115,30 @@ def run_core(settings: Settings, address: str, ready) -> None:
 
 
 async def _core_main(settings: Settings, address: str, ready) -> None:
-    from service.engine.engine import EmbeddingEngine
+    from service.engine.core import InprocCore, calibration_texts
     from service.engine.ipc import CoreServer
+    from service.engine.pipeline import served_pipeline
     from service.metrics import Metrics
 
-    engine = await asyncio.to_thread(EmbeddingEngine.load, settings, Metrics())
-    server = CoreServer(engine.core, address)
+    pipeline = await asyncio.to_thread(served_pipeline, settings)
+    core = InprocCore(settings, pipeline.encoder, Metrics())
+    server = CoreServer(core, address)
     server.bind()
     serving = asyncio.get_running_loop().create_task(server.serve())
-    await engine.start()  # warm-up and the admission calibration
+    await core.start()
+    # warm-up (the first inference allocates), then the admission calibration
+    await core.embed_tokens(pipeline.tokenizer.encode(["warm-up"], truncate=True))
+    await core.calibrate(calibration_texts(pipeline.tokenizer, settings))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(CORE_STOP_SIGNAL, stop.set)
     ready.set()
-    log.info("engine core ready on %s (%s)", address, engine.backend_info)
+    log.info("engine core ready on %s (%s)", address, core.backend_info)
     await stop.wait()
     # the front ends drained (or aborted) already: nothing the core holds is awaited now
-    if not await engine.core.drain(CORE_STOP_S / 2):
-        await engine.core.abort("server stopped")
+    if not await core.drain(CORE_STOP_S / 2):
+        await core.abort("server stopped")
     serving.cancel()
-    await engine.core.stop()
+    await core.stop()
     server.close()
     log.info("engine core stopped")
 
@@ -181,8 +197,10 @@ class Supervisor:
             listener.close()
             where = (self.settings.host, self.settings.port, self.workers)
             log.info("serving on %s:%d with %d front ends", *where)
-            failed = self._watch()
-            return self._shutdown() or int(failed)
+            dead = self._watch()
+            if dead is not None and dead is self.core:
+                return self._core_lost()
+            return self._shutdown() or int(dead is not None)
         finally:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -211,15 +229,31 @@ class Supervisor:
                 return False
         return True
 
-    def _watch(self) -> bool:
-        """Until a stop signal (False) or a child's death (True)."""
+    def _watch(self) -> multiprocessing.Process | None:
+        """Until a stop signal (None) or a child's death (that child)."""
         while not self.stopping:
             for process in [self.core, *self.frontends]:
                 if not process.is_alive():
-                    log.error("%s exited with %s: stopping", process.name, process.exitcode)
-                    return True
-            time.sleep(0.2)
-        return False
+                    log.error("%s %s: stopping", process.name, describe_exit(process.exitcode))
+                    return process
+            time.sleep(WATCH_S)
+        return None
+
+    def _core_lost(self) -> int:
+        """The engine core died: its queued and running work is lost. Each front end
+        answers what waits on the core with 503 at once and exits (no grace: nothing
+        can finish); then this process exits 1 so the orchestrator restarts the service,
+        model load included (a clean start rather than a core restarted in place
+        beside front ends that may share its fault)."""
+        deadline = time.monotonic() + SHUTDOWN_MARGIN_S
+        for process in self.frontends:
+            if process.is_alive():
+                os.kill(process.pid, CORE_GONE_SIGNAL)
+        for process in self.frontends:
+            self._stop(process, deadline - time.monotonic())
+        self._stop(self.core, 0)
+        log.error("exiting 1 after the engine core's death, for the orchestrator to restart")
+        return 1
 
     def _shutdown(self) -> int:
         """Front ends drain within the grace, then the core stops. 0 when all exited 0."""

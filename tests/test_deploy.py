@@ -185,3 +185,22 @@ def test_kill_grace_outlasts_the_drain():
         .rstrip("}")
     )
     assert _duration_s(embed["stop_grace_period"]) > compose_grace + SHUTDOWN_MARGIN_S
+
+
+def test_liveness_restarts_a_hung_engine_core_within_a_bound():
+    """The liveness probe reads /health, which turns 503 once the engine core has not
+    answered for core_timeout_s (tests/service/test_faults.py proves that timing): the pod
+    is restarted within core_timeout_s + period x failures, under a minute, and one slow
+    probe (a busy event loop) does not restart it."""
+    default_core_timeout = Settings.model_fields["core_timeout_s"].default
+    config = yaml.safe_load((K8S / "configmap.yaml").read_text())["data"]
+    core_timeout = float(config.get("EMBED_CORE_TIMEOUT_S", default_core_timeout))
+    pod = yaml.safe_load((K8S / "deployment.yaml").read_text())["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    live = container["livenessProbe"]
+    assert live["failureThreshold"] >= 2
+    assert live.get("timeoutSeconds", 1) >= 2
+    restart_s = core_timeout + live["periodSeconds"] * live["failureThreshold"]
+    assert restart_s <= 30

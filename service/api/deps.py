@@ -10,6 +10,7 @@ from fastapi import Request
 
 from service.api.errors import ApiError
 from service.engine.engine import EmbeddingEngine
+from service.engine.errors import EngineCoreGoneError
 
 # The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its
 # thread pool, a thread hop per request that showed in the profile of the 64-client load.
@@ -29,17 +30,24 @@ def engine_of(request: Request) -> EmbeddingEngine:
 
 
 def check_serving(request: Request) -> None:
-    """503 while loading or draining."""
-    engine = getattr(request.app.state, "engine", None)
-    if request.app.state.draining:
+    """503 while loading or draining, or while the engine core does not answer."""
+    health = request.app.state.lifecycle.health()
+    if health == "ok":
+        return
+    if health == "draining":
         raise ApiError(
             503,
             "server is shutting down; retry on another replica",
             code="shutting_down",
             headers={"Retry-After": "1"},
         )
-    if engine is None or not engine.ready:
-        raise ApiError(503, "model is not loaded yet; retry shortly", headers={"Retry-After": "1"})
+    if health == "unavailable":
+        silent_s = request.app.state.engine.core.unresponsive_s
+        raise EngineCoreGoneError(
+            f"the inference process has not answered for {silent_s:.0f} s (hung or gone); "
+            "retry on another replica"
+        )
+    raise ApiError(503, "model is not loaded yet; retry shortly", headers={"Retry-After": "1"})
 
 
 def key_matches(presented: bytes, keys: list[bytes]) -> bool:

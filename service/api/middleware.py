@@ -1,8 +1,11 @@
-"""ASGI middleware: request metrics, and a guard that refuses oversized, non-JSON or
-absurdly nested bodies before FastAPI parses them."""
+"""ASGI middleware: request metrics, a guard that refuses oversized, non-JSON or
+absurdly nested bodies before FastAPI parses them, and the cancellation of a request
+whose client hung up."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -184,3 +187,68 @@ class MetricsMiddleware:
             await self.app(scope, receive, capture)
         finally:
             self._record(route, status, time.perf_counter() - started)
+
+
+CLIENT_CLOSED = 499  # nginx's "client closed request": the status metrics record for it
+
+
+class CancelOnDisconnectMiddleware:
+    """Cancel a request whose client hung up before its answer started.
+
+    Starlette does not watch the connection while a route awaits its result, so without
+    this a departed client's texts stayed queued and were computed for nobody. Once the
+    app has read the whole body, a watcher waits for the server's `http.disconnect`; if it
+    comes before the response starts, the route's task is cancelled, which reaches the
+    engine (in-process queue, or the engine core via the IPC's "cancel"). The response
+    the client can no longer read is recorded with status CLIENT_CLOSED (499)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        watcher: asyncio.Task | None = None
+        disconnect: asyncio.Future = asyncio.get_running_loop().create_future()
+        started = cancelled = False
+
+        async def watch() -> None:
+            nonlocal cancelled
+            message = await receive()
+            if not disconnect.done():
+                disconnect.set_result(message)
+            if message["type"] == "http.disconnect" and not started:
+                cancelled = True
+                task.cancel()
+
+        async def watched_receive() -> Message:
+            nonlocal watcher
+            if watcher is not None:  # the body was read: only a disconnect can follow
+                return await asyncio.shield(disconnect)
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                watcher = asyncio.get_running_loop().create_task(watch())
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, watched_receive, tracked_send)
+        except asyncio.CancelledError:
+            if not cancelled:
+                raise
+            task.uncancel()
+            # nobody reads this answer (the server drops it); the metrics see 499
+            await send({"type": "http.response.start", "status": CLIENT_CLOSED, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher

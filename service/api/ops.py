@@ -22,17 +22,21 @@ def _guard(request: Request) -> None:
 @router.get(
     "/health",
     response_model=HealthResponse,
-    responses={503: {"description": "loading or draining", "model": HealthResponse}},
+    responses={
+        503: {
+            "description": "loading, draining, or engine core unavailable",
+            "model": HealthResponse,
+        }
+    },
 )
 async def health(request: Request):
-    """200 once the model loaded and a warm-up inference passed; 503 before, and draining."""
+    """200 once the model loaded and a warm-up inference passed; 503 before ("loading"),
+    while draining ("draining"), and, behind `--workers N`, while the engine-core process
+    has not answered within `core_timeout_s` ("unavailable")."""
     _guard(request)
-    state = request.app.state
-    engine = getattr(state, "engine", None)
-    if getattr(state, "draining", False):
-        return JSONResponse({"status": "draining"}, status_code=503)
-    if engine is None or not engine.ready:
-        return JSONResponse({"status": "loading"}, status_code=503)
+    status = request.app.state.lifecycle.health()
+    if status != "ok":
+        return JSONResponse({"status": status}, status_code=503)
     return {"status": "ok"}
 
 

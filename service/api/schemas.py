@@ -296,7 +296,7 @@ def error_responses(model: type[BaseModel]) -> dict[int, dict]:
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "loading", "draining"]
+    status: Literal["ok", "loading", "draining", "unavailable"]
 
 
 class InfoResponse(BaseModel):

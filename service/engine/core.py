@@ -22,7 +22,7 @@ from service.engine.batcher import Batcher, BatchLimits, BatchStats, PendingRequ
 from service.engine.encoder import SentenceEncoder
 from service.engine.errors import QueueFullError, RequestTimeoutError
 from service.engine.memory import release_heap
-from service.engine.tokenizer import TokenizedText
+from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,19 @@ log = logging.getLogger(__name__)
 # requests of a burst are admitted before any busy batch has been measured
 # (docs/benchmarks.md, "Overload").
 CALIBRATION_HEADROOM = 0.5
+# start-up throughput measurement: one batch of short texts (their per-text overhead makes
+# them the slowest per token), within the batch limits
+CALIBRATION_TEXT_TOKENS = 16
+CALIBRATION_MAX_TEXTS = 64
+
+
+def calibration_texts(tokenizer: ModelTokenizer, settings: Settings) -> list[TokenizedText]:
+    """One batch of synthetic short texts, within the batch limits, for the core's
+    start-up throughput measurement (`InprocCore.calibrate`)."""
+    length = min(CALIBRATION_TEXT_TOKENS, tokenizer.max_length)
+    count = min(CALIBRATION_MAX_TEXTS, settings.max_batch_size, settings.max_batch_tokens // length)
+    text = tokenizer.encode(["calibration " * length], truncate=True)[0]
+    return [text] * max(1, count)
 
 
 class EngineCore(Protocol):
@@ -41,6 +54,11 @@ class EngineCore(Protocol):
     backend_info: BackendInfo
     inference_running: bool  # a batch runs in this process's inference thread
 
+    @property
+    def unresponsive_s(self) -> float | None:
+        """Seconds the core has not answered past its bound (hung or gone), else None."""
+        ...
+
     async def start(self) -> None: ...
 
     async def calibrate(self, texts: list[TokenizedText]) -> float | None:
@@ -48,14 +66,20 @@ class EngineCore(Protocol):
         itself (another process)."""
         ...
 
-    async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray:
-        """Tokenised texts -> float32 [len(tokens), dimension] vectors (not normalised)."""
+    async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray | list[np.ndarray]:
+        """Tokenised texts -> float32 [len(tokens), dimension] vectors (not normalised);
+        token-level texts: a list of float32 [length_i, hidden] per-token rows. Raises the
+        engine's errors (`service.engine.errors`)."""
         ...
 
     async def drain(self, timeout: float) -> bool: ...
 
     async def abort(self, reason: str) -> int:
         """Fail every request not yet answered with ShuttingDownError(reason) (503)."""
+        ...
+
+    async def lost(self, cause: str) -> int:
+        """The core's process died (`cause`): fail what waits on it now. The number failed."""
         ...
 
     async def stop(self) -> None: ...
@@ -94,6 +118,11 @@ class InprocCore:
     def inference_running(self) -> bool:
         return self.batcher.inference_running
 
+    @property
+    def unresponsive_s(self) -> None:
+        """Always None: this core runs on the caller's own event loop."""
+        return None
+
     def _record_batch(self, stats: BatchStats) -> None:
         self.metrics.batch_size.observe(stats.size)
         self.metrics.batch_tokens.observe(stats.padded_tokens)
@@ -118,12 +147,13 @@ class InprocCore:
                  len(texts), texts[0].length, seconds, measured, prior)  # fmt: skip
         return prior
 
-    async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray:
-        """Admit, queue, batch, and wait. Raises QueueFullError (429) or RequestTooLargeError
-        (413) at admission; QueueFullError (429) also when the request is turned away
-        before it started because the measured drain rate dropped; ShuttingDownError,
-        BatchFailedError, or RequestTimeoutError when the request waited
-        `request_timeout_s` without starting. A cancelled caller frees its queue slots."""
+    async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray | list[np.ndarray]:
+        """Admit, queue, batch, and wait (vectors as `EngineCore.embed_tokens` says).
+        Raises QueueFullError or RequestTooLargeError at admission; QueueFullError also
+        when the request is turned away before it started because the measured drain rate
+        dropped; ShuttingDownError, BatchFailedError, or RequestTimeoutError when the
+        request waited `request_timeout_s` without starting. A cancelled caller frees its
+        queue slots."""
         try:
             request = self.batcher.submit(tokens)
         except QueueFullError:
@@ -139,7 +169,7 @@ class InprocCore:
             self.batcher.cancel(request)  # client went away: free its queue slots
             raise
 
-    async def _wait(self, request: PendingRequest) -> np.ndarray:
+    async def _wait(self, request: PendingRequest) -> np.ndarray | list[np.ndarray]:
         """The request's vectors. `request_timeout_s` bounds the wait before its first
         text enters a batch; once started, the request is finished whatever it takes
         (admission already refused work that could not be done within the timeout)."""
@@ -164,6 +194,10 @@ class InprocCore:
 
     async def abort(self, reason: str) -> int:
         return await self.batcher.abort(reason)
+
+    async def lost(self, cause: str) -> int:
+        """This core runs in the caller's process, which cannot outlive it: a plain abort."""
+        return await self.batcher.abort(cause)
 
     async def stop(self) -> None:
         await self.batcher.stop()

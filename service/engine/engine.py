@@ -1,5 +1,7 @@
-"""The embedding engine every route goes through: prompts -> tokenise (off the event
-loop) -> engine core (batcher -> raw vectors, per-request timeout and cancellation)."""
+"""The embedding engine every route goes through: prompts -> tokenise (on the event loop
+up to INLINE_TOKENIZE_CHARS characters, in a worker thread above) -> engine core (batcher
+-> raw vectors, per-request timeout and cancellation) -> post-processing. Its lifecycle
+state (loading, ready, draining) is `service.lifecycle.Lifecycle`'s."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from service.backends.base import Backend, BackendInfo
 from service.config import Settings
-from service.engine.core import EngineCore, InprocCore
+from service.engine.core import EngineCore, InprocCore, calibration_texts
 from service.engine.encoder import postprocess
 from service.engine.errors import UnknownPromptError
 from service.engine.model_spec import ModelSpec
@@ -24,10 +26,6 @@ __all__ = ["EmbeddingEngine", "Embeddings"]
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
-# start-up throughput measurement: one batch of short texts (their per-text overhead makes
-# them the slowest per token), within the batch limits
-CALIBRATION_TEXT_TOKENS = 16
-CALIBRATION_MAX_TEXTS = 64
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,6 @@ class EmbeddingEngine:
                 f"max sequence length ({tokenizer.max_length})"
             )
         self.default_prompt_name = settings.default_prompt_name or spec.default_prompt_name
-        self.ready = False
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, backend: Backend | None = None):
@@ -81,7 +78,12 @@ class EmbeddingEngine:
         spec, tokenizer = load_model(settings.model_path())
         # a safety net only: the core answers within request_timeout_s of waiting plus the
         # request's own work, which admission keeps within request_timeout_s too
-        core = RemoteCore(address, reply_timeout_s=2 * settings.request_timeout_s + 30)
+        core = RemoteCore(
+            address,
+            reply_timeout_s=2 * settings.request_timeout_s + 30,
+            # a silent core must not hold requests past their own timeout
+            silence_limit_s=min(settings.core_timeout_s, settings.request_timeout_s),
+        )
         return cls(settings, spec, tokenizer, core, metrics)
 
     @property
@@ -106,11 +108,11 @@ class EmbeddingEngine:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Start the core and prove the model runs (health turns 200 after this)."""
+        """Start the core and prove the model runs, through this front end (tokenising,
+        the core, post-processing); then the core's admission calibration."""
         await self.core.start()
         await self.embed(["warm-up"], truncate=True)
-        await self.core.calibrate(self.calibration_texts())
-        self.ready = True
+        await self.core.calibrate(calibration_texts(self.tokenizer, self.settings))
         log.info(
             "model %s ready: dim %d, max %d tokens, pooling %s, normalize %s, %s",
             self.model_name,
@@ -121,29 +123,15 @@ class EmbeddingEngine:
             self.backend_info,
         )
 
-    def calibration_texts(self) -> list[TokenizedText]:
-        """One batch of synthetic short texts, within the batch limits, for the core's
-        start-up throughput measurement."""
-        length = min(CALIBRATION_TEXT_TOKENS, self.tokenizer.max_length)
-        count = min(
-            CALIBRATION_MAX_TEXTS,
-            self.settings.max_batch_size,
-            self.settings.max_batch_tokens // length,
-        )
-        text = self.tokenizer.encode(["calibration " * length], truncate=True)[0]
-        return [text] * max(1, count)
-
     async def drain(self, timeout: float) -> bool:
-        self.ready = False
+        """Stop accepting; wait up to `timeout` s until every accepted request is answered."""
         return await self.core.drain(timeout)
 
     async def abort(self, reason: str) -> int:
         """Fail every request not yet answered with ShuttingDownError(reason) (503)."""
-        self.ready = False
         return await self.core.abort(reason)
 
     async def stop(self) -> None:
-        self.ready = False
         await self.core.stop()
 
     # ------------------------------------------------------------ requests

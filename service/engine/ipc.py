@@ -8,9 +8,17 @@ Wire format (ZeroMQ DEALER in each front end -> ROUTER in the core, on an `ipc:/
                        "token_level": bool}]
              [msgpack {"op": "hello", "id": n}]      -> backend info, once at start
              [msgpack {"op": "cancel", "id": n}]     -> the client went away; no reply
+             [msgpack {"op": "ping", "id": n}]       -> {"id": n, "ok": true}: heartbeat
     reply    [msgpack {"id": n, "ok": true, "rows": r, "dim": d, "lengths": [int] | null}]
              [float32 r*d bytes, C order; token-level: rows of all texts, split by lengths]
              [msgpack {"id": n, "ok": false, "error": {"kind", "message", "fields"}}]
+
+Liveness: each front end pings the core every `silence_limit_s / PINGS_PER_LIMIT` seconds;
+any message from the core counts as a sign of life. A core silent for longer than
+`silence_limit_s` (hung, stopped, or overloaded past reason) makes the front end fail
+every request waiting on it with `EngineCoreGoneError` (telling the core to drop them),
+report itself unavailable (`/health` 503) and log it, until the core answers again. A core
+that died is reported by the supervisor (`RemoteCore.lost`), which fails what waits at once.
 
 Token ids travel as msgpack integer lists (packed in C, no pickling of Python objects);
 vectors travel as one raw float32 frame. An engine error travels as its kind and fields
@@ -23,6 +31,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from dataclasses import asdict
 
 import msgpack
@@ -42,6 +51,8 @@ from service.engine.errors import (
 from service.engine.tokenizer import TokenizedText
 
 log = logging.getLogger(__name__)
+PINGS_PER_LIMIT = 5  # heartbeats per silence limit (at most one a second)
+SETTLE_S = 0.05  # before declaring the core silent: let replies already received be read
 
 
 def pack_tokens(request_id: int, tokens: list[TokenizedText]) -> bytes:
@@ -87,10 +98,15 @@ class RemoteCore:
     `address`. Replies are matched to requests by id on one DEALER socket per process."""
 
     def __init__(
-        self, address: str, reply_timeout_s: float = 120.0, hello_timeout_s: float = 600.0
+        self,
+        address: str,
+        reply_timeout_s: float = 120.0,
+        hello_timeout_s: float = 600.0,
+        silence_limit_s: float = 5.0,
     ) -> None:
         self.address, self.hello_timeout_s = address, hello_timeout_s
         self.reply_timeout_s = reply_timeout_s  # a safety net: the core answers its own timeouts
+        self.silence_limit_s = silence_limit_s
         self.backend_info = BackendInfo("remote", "unknown", "unknown", "unknown")
         self.inference_running = False  # inference runs in the core process
         self._ids = itertools.count(1)
@@ -98,8 +114,21 @@ class RemoteCore:
         self._context: zmq.asyncio.Context | None = None
         self._socket: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._last_heard = time.monotonic()
+        self._silent = False  # past the silence limit (logged, waiting requests failed)
+        self._lost: str | None = None  # the core process is gone: why
+
+    @property
+    def unresponsive_s(self) -> float | None:
+        """Seconds since the core last answered, once that is past `silence_limit_s` or
+        the core is gone; None while it answers."""
+        silent_s = time.monotonic() - self._last_heard
+        if self._lost is not None or silent_s > self.silence_limit_s:
+            return silent_s
+        return None
 
     async def start(self) -> None:
         self._context = zmq.asyncio.Context()
@@ -109,6 +138,55 @@ class RemoteCore:
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="core-replies")
         header, _ = await asyncio.wait_for(self._call({"op": "hello"}), self.hello_timeout_s)
         self.backend_info = BackendInfo(**header["info"])
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._beat(), name="core-heartbeat"
+        )
+
+    async def _beat(self) -> None:
+        """Ping the core and watch for silence past `silence_limit_s` (see the module)."""
+        interval = min(1.0, self.silence_limit_s / PINGS_PER_LIMIT)
+        while True:
+            with contextlib.suppress(zmq.ZMQError):
+                await self._socket.send(
+                    msgpack.packb({"op": "ping", "id": next(self._ids)}), flags=zmq.NOBLOCK
+                )
+            await asyncio.sleep(interval)
+            if self.unresponsive_s is not None:
+                # replies that arrived while this loop was busy are read first
+                await asyncio.sleep(SETTLE_S)
+            silent_s = self.unresponsive_s
+            if silent_s is not None and not self._silent and self._lost is None:
+                self._silent = True
+                failed = await self._fail_pending(
+                    f"the inference process has not answered for {silent_s:.0f} s "
+                    f"(core_timeout_s = {self.silence_limit_s:g}; hung or overloaded); "
+                    "retry on another replica"
+                )
+                log.error(
+                    "engine core at %s has not answered for %.1f s (core_timeout_s %g): "
+                    "reporting unavailable; %d waiting requests answered 503",
+                    self.address, silent_s, self.silence_limit_s, failed,
+                )  # fmt: skip
+
+    async def lost(self, cause: str) -> int:
+        """The core process is gone (`cause`, from the supervisor): fail every waiting
+        request with EngineCoreGoneError now and every later one at once. Returns the
+        number failed."""
+        self._lost = cause
+        message = f"the inference process stopped ({cause}); retry on another replica"
+        return await self._fail_pending(message)
+
+    async def _fail_pending(self, message: str) -> int:
+        """Fail every request waiting on the core with EngineCoreGoneError(message) and
+        tell the core (if it still reads) to drop them."""
+        waiting = [(i, f) for i, f in self._pending.items() if not f.done()]
+        for request_id, future in waiting:
+            future.set_exception(EngineCoreGoneError(message))
+            with contextlib.suppress(zmq.ZMQError):
+                await self._socket.send(
+                    msgpack.packb({"op": "cancel", "id": request_id}), flags=zmq.NOBLOCK
+                )
+        return len(waiting)
 
     async def _call(self, message: dict) -> tuple[dict, bytes | None]:
         request_id = next(self._ids)
@@ -136,6 +214,10 @@ class RemoteCore:
     async def _read(self) -> None:
         while True:
             frames = await self._socket.recv_multipart()
+            self._last_heard = time.monotonic()
+            if self._silent:
+                self._silent = False
+                log.warning("engine core at %s answers again: available", self.address)
             header = msgpack.unpackb(frames[0])
             future = self._pending.get(header["id"])
             if future is not None and not future.done():
@@ -144,7 +226,14 @@ class RemoteCore:
     async def embed_tokens(self, tokens: list[TokenizedText]) -> np.ndarray | list[np.ndarray]:
         """Vectors from the core: float32 [len(tokens), dim] (token-level requests: a list
         of [length_i, hidden]). Raises the core's engine error (`service.engine.errors`),
-        re-created from its kind and fields; EngineCoreGoneError when no reply came."""
+        re-created from its kind and fields; EngineCoreGoneError when the core is gone,
+        silent past its limit, or no reply came within `reply_timeout_s`."""
+        silent_s = self.unresponsive_s
+        if silent_s is not None:
+            why = self._lost or f"no answer for {silent_s:.0f} s"
+            raise EngineCoreGoneError(
+                f"the inference process is unavailable ({why}); retry on another replica"
+            )
         try:
             header, body = await asyncio.wait_for(
                 self._call({"op": "embed", "tokens": tokens}), self.reply_timeout_s
@@ -169,7 +258,9 @@ class RemoteCore:
         for request_id, future in aborted:
             future.set_exception(ShuttingDownError(reason))
             with contextlib.suppress(zmq.ZMQError):
-                await self._socket.send(msgpack.packb({"op": "cancel", "id": request_id}))
+                await self._socket.send(
+                    msgpack.packb({"op": "cancel", "id": request_id}), flags=zmq.NOBLOCK
+                )
         return len(aborted)
 
     async def drain(self, timeout: float) -> bool:
@@ -181,10 +272,11 @@ class RemoteCore:
             return False
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        for task in (self._heartbeat, self._reader):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(EngineCoreGoneError("front end stopped"))
@@ -218,6 +310,8 @@ class CoreServer:
                 task = self._tasks.pop(key, None)
                 if task is not None:
                     task.cancel()
+            elif message["op"] == "ping":
+                await self._send(identity, {"id": message["id"], "ok": True})
             elif message["op"] == "hello":
                 info = asdict(self.core.backend_info)
                 await self._send(identity, {"id": message["id"], "ok": True, "info": info})
