@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from service.api.responses import JSONResponse
 from service.engine.admission import QueueFullError, RequestTooLargeError
 from service.engine.batcher import BatchFailedError, ShuttingDownError
-from service.engine.engine import RequestTimeoutError, UnknownPromptError
+from service.engine.engine import NonFiniteVectorError, RequestTimeoutError, UnknownPromptError
 from service.engine.ipc import EngineCoreGoneError
 from service.engine.tokenizer import TextTooLongError, UnknownTokenIdError
 
@@ -127,6 +127,8 @@ def to_api_error(exc: Exception) -> ApiError:
         return ApiError(422, str(exc), param="ids")
     if isinstance(exc, BatchFailedError):
         return ApiError(500, str(exc), code="inference_failed")
+    if isinstance(exc, NonFiniteVectorError):
+        return ApiError(500, str(exc), param=f"input[{exc.index}]", code="non_finite_vector")
     return ApiError(500, f"internal error: {type(exc).__name__}", code="internal_error")
 
 
@@ -145,6 +147,7 @@ ENGINE_ERRORS = (
     ShuttingDownError,
     EngineCoreGoneError,
     BatchFailedError,
+    NonFiniteVectorError,
 )
 
 

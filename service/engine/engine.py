@@ -19,7 +19,13 @@ from service.engine.pipeline import ModelPipeline, load_model, served_pipeline
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
 from service.metrics import Metrics
 
-__all__ = ["EmbeddingEngine", "Embeddings", "RequestTimeoutError", "UnknownPromptError"]
+__all__ = [
+    "EmbeddingEngine",
+    "Embeddings",
+    "NonFiniteVectorError",
+    "RequestTimeoutError",
+    "UnknownPromptError",
+]
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
@@ -34,6 +40,26 @@ class UnknownPromptError(ValueError):
         super().__init__(
             f"prompt_name '{name}' is not one of this model's prompts: {known or 'none defined'}"
         )
+
+
+class NonFiniteVectorError(RuntimeError):
+    """The model returned NaN or infinite values for an input: never answered with 200."""
+
+    def __init__(self, index: int, count: int) -> None:
+        self.index, self.count = index, count
+        others = f" (and {count - 1} other inputs of this request)" if count > 1 else ""
+        super().__init__(
+            f"the model returned a non-finite vector (NaN or infinity) for input {index}"
+            f"{others}; it is not returned (a damaged model file, or an input the model "
+            "cannot represent; the server log names the file)"
+        )
+
+
+def non_finite_rows(vectors: np.ndarray | list[np.ndarray]) -> list[int]:
+    """Indices of the rows (or token-level arrays) holding a NaN or an infinity."""
+    if isinstance(vectors, np.ndarray):
+        return np.flatnonzero(~np.isfinite(vectors).all(axis=1)).tolist()
+    return [i for i, item in enumerate(vectors) if not np.isfinite(item).all()]
 
 
 @dataclass(frozen=True)
@@ -196,10 +222,25 @@ class EmbeddingEngine:
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
         vectors = await self.core.embed_tokens(tokens)
+        self.check_finite(vectors)
         if not token_level:
             normalize = self.spec.normalize if normalize is None else normalize
             vectors = postprocess(vectors, normalize, dimensions)
         return Embeddings(vectors, counts)
+
+    def check_finite(self, vectors: np.ndarray | list[np.ndarray]) -> None:
+        """Raise NonFiniteVectorError (500, counted in embed_nonfinite_vectors) naming the
+        first input whose vector holds a NaN or an infinity."""
+        bad = non_finite_rows(vectors)
+        if not bad:
+            return
+        self.metrics.nonfinite_vectors.inc(len(bad))
+        log.error(
+            "the model returned %d non-finite vectors (first: input %d of a request of %d); "
+            "answered 500; served file: %s",
+            len(bad), bad[0], len(vectors), self.backend_info.file or self.backend_info.name,
+        )  # fmt: skip
+        raise NonFiniteVectorError(bad[0], len(bad))
 
     async def token_strings(
         self, texts: list[str], add_special_tokens: bool = True, prompt_name: str | None = None
