@@ -12,6 +12,8 @@ from pydantic_settings import CliApp
 
 from service.config import Settings
 
+STARTUP_FAILURE = 3  # uvicorn's exit status when the application cannot start
+
 
 def load_settings(argv: list[str] | None = None) -> Settings:
     """Settings from flags and the environment; invalid ones end the process with a
@@ -42,7 +44,22 @@ def main(argv: list[str] | None = None) -> None:
     from service.app import create_app
     from service.server import serve
 
-    serve(create_app(settings), settings)
+    serve(create_app(settings, pipeline=load_pipeline(settings)), settings)
+
+
+def load_pipeline(settings: Settings):
+    """The served pipeline (service.engine.pipeline.served_pipeline), built before the server
+    starts: a model file the service can neither serve nor rebuild (damaged on a read-only
+    cache, stale, not writable) ends the process with one line naming it (exit status 3,
+    uvicorn's start-up failure), not a traceback."""
+    from service.artifacts import ArtefactError
+    from service.engine.pipeline import served_pipeline
+
+    try:
+        return served_pipeline(settings)
+    except ArtefactError as exc:
+        logging.getLogger("service").error("cannot start: %s", exc)
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from service.api.responses import JSONResponse
 from service.backends.base import Backend
 from service.config import Settings
 from service.engine.engine import EmbeddingEngine
+from service.engine.pipeline import ModelPipeline
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 
@@ -51,10 +52,13 @@ def create_app(
     settings: Settings | None = None,
     backend: Backend | None = None,
     core_address: str | None = None,
+    pipeline: ModelPipeline | None = None,
 ) -> FastAPI:
     """The ASGI app. `backend` replaces the configured one (tests inject faulty backends);
-    with `core_address` the app is a front end of the engine-core process there
-    (`--workers N`) and loads only the tokenizer."""
+    `pipeline`: an already built served pipeline (`python -m service` builds it before the
+    server starts, so a model-file problem ends the start with one line); with
+    `core_address` the app is a front end of the engine-core process there (`--workers N`)
+    and loads only the tokenizer."""
     settings = settings or Settings()
     metrics = Metrics()
     lifecycle = Lifecycle()
@@ -63,6 +67,8 @@ def create_app(
     async def lifespan(app: FastAPI):
         if core_address is not None:
             engine = EmbeddingEngine.remote(settings, metrics, core_address)
+        elif pipeline is not None:
+            engine = EmbeddingEngine.over(settings, pipeline, metrics)
         else:
             engine = await asyncio.to_thread(EmbeddingEngine.load, settings, metrics, backend)
         app.state.engine = engine

@@ -20,10 +20,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from service import integrity
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,22 @@ SOURCE_PATTERNS = (
 )
 
 
-class StaleOnnxError(RuntimeError):
+class ArtefactError(RuntimeError):
+    """A model file the service cannot serve and cannot rebuild: the start stops with this
+    one-line message (it names the file or setting, and what to do)."""
+
+
+class StaleOnnxError(ArtefactError):
     """An ONNX file was not exported from the model folder's current weights."""
+
+
+class DamagedOnnxError(ArtefactError):
+    """An ONNX file's content differs from the hash recorded when it was written, and it
+    cannot be rebuilt where it is."""
+
+
+class CacheNotWritableError(ArtefactError):
+    """A file must be written (exported or built), and its folder is not writable."""
 
 
 def transformer_dir(model_dir: Path) -> Path:
@@ -166,17 +181,58 @@ def set_fingerprint(model, fingerprint: str) -> None:
 
 
 def stamp_file(onnx_file: Path, fingerprint: str) -> None:
-    """Record `fingerprint` in an ONNX file on disk (weights kept where they are)."""
+    """Record `fingerprint` in an ONNX file on disk (weights kept where they are), and its
+    new content hash beside it (service.integrity)."""
     import onnx
 
     model = onnx.load(str(onnx_file), load_external_data=False)
     set_fingerprint(model, fingerprint)
-    onnx.save(model, str(onnx_file))
+    with integrity.atomic_path(onnx_file) as partial:
+        onnx.save(model, str(partial))
+    integrity.record_hash(onnx_file)
 
 
 def is_fresh(onnx_file: Path, fingerprint: str) -> bool:
     """True when the file exists and records exactly `fingerprint`."""
     return onnx_file.exists() and read_fingerprint(onnx_file) == fingerprint
+
+
+_warned: set[tuple] = set()  # damaged files already named in a warning (path, size, mtime)
+
+
+def is_damaged(onnx_file: Path) -> bool:
+    """True when the file exists and its content differs from the hash recorded when it
+    was written (named in a warning, once per version of the file)."""
+    onnx_file = Path(onnx_file)
+    if not onnx_file.exists() or integrity.check(onnx_file) is not integrity.Integrity.DAMAGED:
+        return False
+    stat = onnx_file.stat()
+    key = (str(onnx_file), stat.st_size, stat.st_mtime_ns)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(
+            "damaged ONNX file %s: its content differs from the sha256 recorded when it was "
+            "written (%s); never served (a file replaced on purpose: delete its %s)",
+            onnx_file, integrity.hash_path(onnx_file).name, integrity.HASH_SUFFIX,
+        )  # fmt: skip
+    return True
+
+
+def servable(onnx_file: Path, fingerprint: str) -> bool:
+    """Exists, was exported from `fingerprint` and is not damaged (service.integrity). A
+    fresh file without a recorded hash (written by an older version) gets one now, when
+    its folder is writable."""
+    onnx_file = Path(onnx_file)
+    if not (is_fresh(onnx_file, fingerprint) and not is_damaged(onnx_file)):
+        return False
+    unrecorded = integrity.check(onnx_file) is integrity.Integrity.UNRECORDED
+    if unrecorded and folder_is_writable(onnx_file.parent):
+        try:
+            integrity.record_hash(onnx_file)
+            log.info("recorded the content hash of %s (written by an older version)", onnx_file)
+        except OSError as exc:
+            log.info("cannot record the content hash of %s: %s", onnx_file, exc)
+    return True
 
 
 # ---------------------------------------------------------------- where files live
@@ -242,9 +298,7 @@ def merge_report(onnx_dir: Path, rows: dict[str, dict], fingerprint: str, **head
     )
     report = {**read_report(onnx_dir), **header, "source_fingerprint": fingerprint}
     report["variants"] = variants
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(path)
+    integrity.write_text_atomic(path, json.dumps(report, indent=2))
     return path
 
 
@@ -262,7 +316,9 @@ def export_transformer_fp32(
     fingerprint = fingerprint or source_fingerprint(transformer_dir)
     target_dir = Path(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    # a unique folder beside the target: same file system (renames are atomic), and
+    # replicas exporting into one folder never share a temporary file
+    with tempfile.TemporaryDirectory(dir=target_dir, prefix=".export-") as tmp:
         ort_model = ORTModelForFeatureExtraction.from_pretrained(
             str(transformer_dir), export=True, provider="CPUExecutionProvider"
         )
@@ -270,10 +326,12 @@ def export_transformer_fp32(
         stamp_file(Path(tmp) / FP32_FILE, fingerprint)
         data = Path(tmp) / (FP32_FILE + "_data")
         if data.exists():  # models over 2 GB keep their weights beside the graph
-            shutil.move(str(data), target_dir / data.name)
-        partial = target_dir / (FP32_FILE + ".partial")
-        shutil.move(str(Path(tmp) / FP32_FILE), partial)
-        partial.replace(target_dir / FP32_FILE)  # readers never see a half-written file
+            os.replace(data, target_dir / data.name)
+        # the hash first: a reader that sees the new file sees its hash
+        os.replace(
+            integrity.hash_path(Path(tmp) / FP32_FILE), integrity.hash_path(target_dir / FP32_FILE)
+        )
+        os.replace(Path(tmp) / FP32_FILE, target_dir / FP32_FILE)
     log.info("exported %s", target_dir / FP32_FILE)
     return target_dir / FP32_FILE
 
@@ -285,29 +343,68 @@ def stale_names(folder: Path, fingerprint: str) -> list[str]:
     return sorted(p.name for p in Path(folder).glob("*.onnx") if not is_fresh(p, fingerprint))
 
 
+def ensure_writable(folder: Path, damaged: list[Path] | None = None) -> None:
+    """Create `folder` if needed and prove a file can be written into it. Raises
+    DamagedOnnxError naming the first of `damaged` (files that were to be rebuilt there)
+    when it cannot, else CacheNotWritableError."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if damaged:
+            raise DamagedOnnxError(
+                f"{damaged[0]} is damaged (its content differs from the sha256 recorded when "
+                f"it was written) and cannot be rebuilt: {folder} is not writable ({reason}); "
+                "replace it from a good copy, or make the folder writable, then restart"
+            ) from None
+        raise CacheNotWritableError(f"cannot write into {folder} ({reason})") from None
+
+
+def _servable_fp32(folders: list[Path], fingerprint: str) -> Path | None:
+    return next(
+        (Path(f) / FP32_FILE for f in folders if servable(Path(f) / FP32_FILE, fingerprint)),
+        None,
+    )
+
+
 def fresh_fp32(
     folders: list[Path], target_dir: Path, transformer_dir: Path, fingerprint: str
 ) -> Path:
     """The one fp32 freshness check: the first `folder/model.onnx` among `folders` exported
-    from the current source (`fingerprint`); when none holds one, `model.onnx` is exported
-    (once) into `target_dir`, with a warning naming the stale files found in `folders`
-    (never served). Returns the fresh fp32 file."""
-    for folder in folders:
-        if is_fresh(Path(folder) / FP32_FILE, fingerprint):
-            return Path(folder) / FP32_FILE
-    stale = {str(folder): stale_names(folder, fingerprint) for folder in folders}
-    stale = {folder: names for folder, names in stale.items() if names}
-    if stale:
-        log.warning(
-            "stale ONNX files (not exported from the current weights, or written by an older "
-            "version without a source fingerprint): %s; never served; re-exporting fp32 into "
-            "%s (rebuild the other variants with: python -m training.export --model <folder>)",
-            "; ".join(f"in {folder}: {', '.join(names)}" for folder, names in stale.items()),
-            target_dir,
-        )
-    else:
-        log.info("no ONNX file from the current weights: exporting once into %s", target_dir)
-    started = time.perf_counter()
-    file = export_transformer_fp32(transformer_dir, target_dir, fingerprint)
-    log.info("fp32 export took %.1f s", time.perf_counter() - started)
-    return file
+    from the current source (`fingerprint`) and not damaged (its content hash, checked);
+    when none holds one, `model.onnx` is exported (once, under `target_dir`'s lock: a
+    replica starting at the same time waits and then finds it) into `target_dir`, with a
+    warning naming the stale or damaged files found in `folders` (never served). Returns
+    the fp32 file. Raises DamagedOnnxError / CacheNotWritableError when `target_dir` is
+    not writable."""
+    found = _servable_fp32(folders, fingerprint)
+    if found is not None:
+        return found
+    candidates = [Path(f) / FP32_FILE for f in folders]
+    damaged = [f for f in candidates if is_damaged(f)]
+    ensure_writable(target_dir, damaged)
+    with integrity.folder_lock(target_dir):
+        found = _servable_fp32(folders, fingerprint)  # exported by another process meanwhile
+        if found is not None:
+            return found
+        stale = {str(folder): stale_names(folder, fingerprint) for folder in folders}
+        stale = {folder: names for folder, names in stale.items() if names}
+        if stale:
+            log.warning(
+                "stale ONNX files (not exported from the current weights, or written by an "
+                "older version without a source fingerprint): %s; never served; re-exporting "
+                "fp32 into %s (rebuild the other variants with: python -m training.export "
+                "--model <folder>)",
+                "; ".join(f"in {folder}: {', '.join(names)}" for folder, names in stale.items()),
+                target_dir,
+            )
+        elif damaged:
+            log.warning("rebuilding %s from the source weights", ", ".join(map(str, damaged)))
+        else:
+            log.info("no ONNX file from the current weights: exporting once into %s", target_dir)
+        started = time.perf_counter()
+        file = export_transformer_fp32(transformer_dir, target_dir, fingerprint)
+        log.info("fp32 export took %.1f s", time.perf_counter() - started)
+        return file

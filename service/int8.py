@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from service.integrity import atomic_path, record_hash
+
 log = logging.getLogger(__name__)
 # MatMuls left in fp32 by default: the value projection and the attention output (node-name
 # parts of optimum's BERT/XLM-R exports). Measured on the bundled model (docs/benchmarks.md):
@@ -100,7 +102,8 @@ def quantize_per_token(
     [min, max] maps onto 0..255 (measured closer to fp32 than symmetric, which maps
     [-max|x|, max|x|] with zero point 128). MatMuls whose node name contains one of
     `keep_fp32` stay fp32; weights are rounded onto -weight_levels..weight_levels. The
-    source's metadata (its fingerprint) is kept.
+    source's metadata (its fingerprint) is kept; the target's content hash is recorded
+    beside it (service.integrity).
     Raises ValueError when the graph has no such MatMul, or its opset is below 18."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -162,8 +165,8 @@ def quantize_per_token(
     graph.node.extend(new_nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + new_inits)
-    partial = Path(target).with_name(Path(target).name + ".partial")
-    onnx.save(model, str(partial))
-    partial.replace(target)  # readers never see a half-written file
+    with atomic_path(target) as partial:  # readers never see a half-written file
+        onnx.save(model, str(partial))
+    record_hash(target)
     log.info("per-token int8: %d MatMuls quantised -> %s", len(replaced), target)
     return target

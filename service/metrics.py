@@ -66,6 +66,12 @@ class Metrics:
         self.batch_failures = Counter(
             "embed_batch_failures", "inference batches that raised", registry=r
         )
+        self.nonfinite_vectors = Counter(
+            "embed_nonfinite_vectors",
+            "vectors with a NaN or an infinity the model returned (never sent: the request "
+            "got a 500 naming the input)",
+            registry=r,
+        )
         self.timeouts = Counter(
             "embed_request_timeouts",
             "requests dropped after waiting request_timeout_s without starting",

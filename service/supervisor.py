@@ -107,7 +107,14 @@ def run_core(settings: Settings, address: str, ready) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     exit_with_parent()
-    asyncio.run(_core_main(settings, address, ready))
+    from service.artifacts import ArtefactError
+
+    try:
+        asyncio.run(_core_main(settings, address, ready))
+    except ArtefactError as exc:  # one line naming the file, not a traceback
+        log.error("cannot start: %s", exc)
+        logging.shutdown()
+        os._exit(3)
     # Everything the core owns is closed by now; interpreter teardown (torch, ONNX Runtime
     # and module finalisers) took seconds on a busy 2-core host, past CORE_STOP_S.
     logging.shutdown()

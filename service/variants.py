@@ -21,11 +21,12 @@ module (service.engine.pipeline), which calls `prepare_onnx` and then builds the
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service import artifacts
+from service import artifacts, integrity
 from service.artifacts import FP32_FILE, ONNX_SUBDIR, PER_TOKEN_INT8_FILE
 from service.engine.model import onnx_pipeline
 from service.int8 import WEIGHT_LEVELS
@@ -76,7 +77,7 @@ def _passing(folder: Path, fingerprint: str, names) -> list[tuple[Path, dict]]:
         row, file = rows.get(name) or {}, folder / name
         invariance = row.get("batch_invariance")  # absent in rows of older versions
         checked = row.get("passed") is True and (invariance or 0) >= INVARIANCE_BAR
-        if checked and artifacts.is_fresh(file, fingerprint):
+        if checked and artifacts.servable(file, fingerprint):
             found.append((file, row))
     return found
 
@@ -129,6 +130,47 @@ def build_per_token_int8(
     return row
 
 
+def _built_row(target_dir: Path, fingerprint: str) -> dict | None:
+    """The report row of a servable per-token int8 file in `target_dir` (None: none)."""
+    row = artifacts.report_variants(target_dir, fingerprint).get(PER_TOKEN_INT8_FILE)
+    # a file that failed its check for these weights is not rebuilt, unless an older
+    # quantiser (8-bit weights, which saturate on AVX2) built it
+    if row and row.get("weight_levels") != WEIGHT_LEVELS:
+        return None
+    if row and artifacts.servable(target_dir / PER_TOKEN_INT8_FILE, fingerprint):
+        return row
+    return None
+
+
+def _per_token_row(model_dir: Path, fp32_dir: Path, target_dir: Path, fingerprint: str) -> dict:
+    """The row of the per-token int8 file in `target_dir`, built and checked first when it is
+    missing, stale or damaged (under the folder's lock: replicas starting together build it
+    once). A file that failed its check for these weights is not rebuilt. A build that
+    fails, or a folder that is not writable, gives a failed row (fp32 is served). Raises
+    DamagedOnnxError when a damaged file cannot be rebuilt where it is."""
+    row = _built_row(target_dir, fingerprint)
+    if row is not None:
+        return row
+    file = target_dir / PER_TOKEN_INT8_FILE
+    damaged = [file] if file.exists() and artifacts.is_damaged(file) else []
+    try:
+        artifacts.ensure_writable(target_dir, damaged)
+    except artifacts.CacheNotWritableError as exc:
+        log.warning("cannot build the per-token int8 file, serving fp32: %s", exc)
+        return {"passed": False, "bar": f"not built: {exc}"}
+    with integrity.folder_lock(target_dir):
+        row = _built_row(target_dir, fingerprint)  # built by another process meanwhile
+        if row is not None:
+            return row
+        if damaged:
+            log.warning("rebuilding %s from %s", file, fp32_dir / FP32_FILE)
+        try:
+            return build_per_token_int8(model_dir, fp32_dir, target_dir, fingerprint)
+        except Exception as exc:  # noqa: BLE001 - an old onnxruntime, an odd graph: fp32
+            log.warning("per-token int8 build failed, serving fp32: %s", exc)
+            return {"passed": False, "bar": f"build failed: {exc}"}
+
+
 def choose_variant(
     model_dir: Path,
     fp32_dir: Path,
@@ -145,17 +187,7 @@ def choose_variant(
     candidates = [c for folder in folders for c in _passing(folder, fingerprint, names)]
     if not candidates and device == "cpu" and cache_root is not None:
         target_dir = artifacts.export_target(model_dir, cache_root, fingerprint)
-        row = artifacts.report_variants(target_dir, fingerprint).get(PER_TOKEN_INT8_FILE)
-        built = row and artifacts.is_fresh(target_dir / PER_TOKEN_INT8_FILE, fingerprint)
-        # a file that failed its check for these weights is not rebuilt, unless an older
-        # quantiser (8-bit weights, which saturate on AVX2) built it
-        built = built and row.get("weight_levels") == WEIGHT_LEVELS
-        if not built:
-            try:
-                row = build_per_token_int8(model_dir, fp32_dir, target_dir, fingerprint)
-            except Exception as exc:  # noqa: BLE001 - an old onnxruntime, an odd graph: fp32
-                log.warning("per-token int8 build failed, serving fp32: %s", exc)
-                row = {"passed": False, "bar": f"build failed: {exc}"}
+        row = _per_token_row(model_dir, fp32_dir, target_dir, fingerprint)
         if row.get("passed") is True:
             candidates = [(target_dir / PER_TOKEN_INT8_FILE, row)]
         else:
@@ -204,6 +236,12 @@ def named_variant(model_dir: Path, fp32_dir: Path, name: str, fingerprint: str) 
             f"no source fingerprint: written by an older version); rebuild it with: python -m "
             f"training.export --model {model_dir} ..., or serve onnx_file=auto"
         )
+    if artifacts.is_damaged(fresh[0]):
+        raise artifacts.DamagedOnnxError(
+            f"{fresh[0]} is damaged (its content differs from the sha256 recorded when it was "
+            f"written); rebuild it with: python -m training.export --model {model_dir} ..., "
+            "or serve onnx_file=auto"
+        )
     row = artifacts.report_variants(fresh[0].parent, fingerprint).get(name, {})
     if row.get("passed") is False:
         log.warning("serving %s although it failed its check (%s)", name, row.get("bar"))
@@ -217,10 +255,47 @@ def prepare_onnx(
     started = time.perf_counter()
     fingerprint = artifacts.source_fingerprint(transformer_dir)
     log.info("source fingerprint %s (%.2f s)", fingerprint[:16], time.perf_counter() - started)
-    fp32_dir = fresh_fp32_dir(Path(model_dir), Path(transformer_dir), Path(cache_root), fingerprint)
+    model_dir, transformer_dir, cache_root = (
+        Path(model_dir),
+        Path(transformer_dir),
+        Path(cache_root),
+    )
+    try:
+        fp32_dir = fresh_fp32_dir(model_dir, transformer_dir, cache_root, fingerprint)
+    except artifacts.CacheNotWritableError as exc:
+        cache_root = fallback_cache(cache_root, exc)
+        fp32_dir = fresh_fp32_dir(model_dir, transformer_dir, cache_root, fingerprint)
     if requested != "auto":
-        return named_variant(Path(model_dir), fp32_dir, requested, fingerprint)
-    return choose_variant(Path(model_dir), fp32_dir, fingerprint, device, Path(cache_root))
+        return named_variant(model_dir, fp32_dir, requested, fingerprint)
+    return choose_variant(model_dir, fp32_dir, fingerprint, device, cache_root)
+
+
+def fallback_cache(cache_root: Path, cause: Exception) -> Path:
+    """A writable temporary cache, used (with a warning) when the configured one cannot be
+    written and holds no export of the model (e.g. Kubernetes' readOnlyRootFilesystem).
+    Raises CacheNotWritableError naming EMBED_CACHE_DIR when none is writable either."""
+    fallback = Path(tempfile.gettempdir()) / "polyglot-embed-cache"
+    advice = (
+        "set EMBED_CACHE_DIR (--cache-dir) to a writable folder (a volume; an emptyDir in "
+        'Kubernetes), or ship the ONNX files inside the model folder (python -c "from '
+        "service.variants import prebuild; prebuild('MODEL_DIR')\", as docker/Dockerfile.cpu "
+        "does)"
+    )
+    try:
+        artifacts.ensure_writable(fallback)
+    except artifacts.CacheNotWritableError as again:
+        raise artifacts.CacheNotWritableError(
+            f"the ONNX export cache EMBED_CACHE_DIR={cache_root} is not writable ({cause}) and "
+            f"holds no export of this model, nor is the temporary folder writable ({again}): "
+            f"{advice}"
+        ) from None
+    log.warning(
+        "the ONNX export cache EMBED_CACHE_DIR=%s is not writable (%s) and holds no export of "
+        "this model: exporting into the temporary folder %s instead (redone on every start "
+        "of a fresh container); to avoid that, %s",
+        cache_root, cause, fallback, advice,
+    )  # fmt: skip
+    return fallback
 
 
 def prebuild(model_dir: Path) -> Path:

@@ -12,6 +12,7 @@ from service.engine.errors import (
     EngineCoreGoneError,
     EngineError,
     InternalEngineError,
+    NonFiniteVectorError,
     QueueFullError,
     RequestTimeoutError,
     RequestTooLargeError,
@@ -123,6 +124,7 @@ ENGINE_STATUS: dict[type[EngineError], tuple[int, str | None, str | None]] = {
     EngineCoreGoneError: (503, None, "engine_unavailable"),
     UnknownTokenIdError: (422, "ids", None),
     BatchFailedError: (500, None, "inference_failed"),
+    NonFiniteVectorError: (500, "input", "non_finite_vector"),
     InternalEngineError: (500, None, "internal_error"),
 }
 
@@ -137,6 +139,8 @@ def to_api_error(exc: Exception) -> ApiError:
         exc = InternalEngineError(type(exc).__name__)
     kind = next(cls for cls in type(exc).__mro__ if cls in ENGINE_STATUS or cls is EngineError)
     status, param, code = ENGINE_STATUS.get(kind, (500, None, "internal_error"))
+    if isinstance(exc, NonFiniteVectorError):
+        param = f"input[{exc.index}]"  # the input it names
     headers = {} if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
     return ApiError(status, str(exc), param=param, code=code, headers=headers)
 

@@ -16,7 +16,7 @@ from service.backends.base import Backend, BackendInfo
 from service.config import Settings
 from service.engine.core import EngineCore, InprocCore, calibration_texts
 from service.engine.encoder import postprocess
-from service.engine.errors import UnknownPromptError
+from service.engine.errors import NonFiniteVectorError, UnknownPromptError
 from service.engine.model_spec import ModelSpec
 from service.engine.pipeline import ModelPipeline, load_model, served_pipeline
 from service.engine.tokenizer import ModelTokenizer, TokenizedText
@@ -26,6 +26,13 @@ __all__ = ["EmbeddingEngine", "Embeddings"]
 log = logging.getLogger(__name__)
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 INLINE_TOKENIZE_CHARS = 2048  # requests up to this size are tokenised on the event loop
+
+
+def non_finite_rows(vectors: np.ndarray | list[np.ndarray]) -> list[int]:
+    """Indices of the rows (or token-level arrays) holding a NaN or an infinity."""
+    if isinstance(vectors, np.ndarray):
+        return np.flatnonzero(~np.isfinite(vectors).all(axis=1)).tolist()
+    return [i for i, item in enumerate(vectors) if not np.isfinite(item).all()]
 
 
 @dataclass(frozen=True)
@@ -178,10 +185,25 @@ class EmbeddingEngine:
         counts = [t.length for t in tokens]
         self.metrics.input_tokens.inc(sum(counts))
         vectors = await self.core.embed_tokens(tokens)
+        self.check_finite(vectors)
         if not token_level:
             normalize = self.spec.normalize if normalize is None else normalize
             vectors = postprocess(vectors, normalize, dimensions)
         return Embeddings(vectors, counts)
+
+    def check_finite(self, vectors: np.ndarray | list[np.ndarray]) -> None:
+        """Raise NonFiniteVectorError (500, counted in embed_nonfinite_vectors) naming the
+        first input whose vector holds a NaN or an infinity."""
+        bad = non_finite_rows(vectors)
+        if not bad:
+            return
+        self.metrics.nonfinite_vectors.inc(len(bad))
+        log.error(
+            "the model returned %d non-finite vectors (first: input %d of a request of %d); "
+            "answered 500; served file: %s",
+            len(bad), bad[0], len(vectors), self.backend_info.file or self.backend_info.name,
+        )  # fmt: skip
+        raise NonFiniteVectorError(bad[0], len(bad))
 
     async def token_strings(
         self, texts: list[str], add_special_tokens: bool = True, prompt_name: str | None = None

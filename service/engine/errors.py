@@ -21,6 +21,7 @@ __all__ = [
     "EngineCoreGoneError",
     "EngineError",
     "InternalEngineError",
+    "NonFiniteVectorError",
     "QueueFullError",
     "RequestTimeoutError",
     "RequestTooLargeError",
@@ -147,6 +148,23 @@ class UnknownPromptError(EngineError, ValueError):
         )
 
 
+class NonFiniteVectorError(EngineError, RuntimeError):
+    """The model returned NaN or infinite values for input `index` (and `count` - 1 other
+    inputs of the request): never answered with 200."""
+
+    kind = "non_finite_vector"
+    field_names = ("index", "count")
+
+    def __init__(self, index: int, count: int) -> None:
+        self.index, self.count = index, count
+        others = f" (and {count - 1} other inputs of this request)" if count > 1 else ""
+        super().__init__(
+            f"the model returned a non-finite vector (NaN or infinity) for input {index}"
+            f"{others}; it is not returned (a damaged model file, or an input the model "
+            "cannot represent; the server log names the file)"
+        )
+
+
 class InternalEngineError(EngineError, RuntimeError):
     """An unexpected exception (a bug) in the engine core, named by its type."""
 
@@ -170,6 +188,7 @@ KINDS: dict[str, type[EngineError]] = {
         TextTooLongError,
         UnknownTokenIdError,
         UnknownPromptError,
+        NonFiniteVectorError,
         InternalEngineError,
     )
 }
