@@ -222,28 +222,31 @@ def _parquet(path: Path, folder, spec: ReadSpec, stats: ReadStats):
             yield doc_id, text, where, offset
 
 
-def _decoded_lines(path: Path, handle, positions: list[int]) -> Iterator[str]:
-    """Lines of a binary file as str for the csv module; `positions[0]` tracks the line
-    number, `positions[1]` the byte offset after it. Raises InputError on invalid UTF-8."""
+def _decoded_lines(path: Path, handle, state: dict) -> Iterator[str]:
+    """Lines of a binary file as str for the csv module; `state` tracks the line number,
+    the byte offset after it, and the message of an undecodable line (which is given to
+    the csv module as an empty line, so reading goes on)."""
     for raw in handle:
-        positions[0] += 1
-        start = positions[1]
-        positions[1] += len(raw)
-        yield _decode(raw, path, positions[0], start)
+        state["line"] += 1
+        start = state["offset"]
+        state["offset"] += len(raw)
+        try:
+            yield _decode(raw, path, state["line"], start)
+        except InputError as error:
+            state["error"] = str(error)
+            yield "\n"
 
 
 def _csv(path: Path, folder, spec: ReadSpec, stats: ReadStats):
     delimiter = CSV_DELIMITERS[path.suffix.lower()]
-    positions = [0, 0]  # line number, byte offset
+    state = {"line": 0, "offset": 0, "error": None}
     with open(path, "rb") as handle:
-        lines = _decoded_lines(path, handle, positions)
-        reader = csv.reader(lines, delimiter=delimiter)
-        try:
-            header = next(reader)
-        except StopIteration:
+        reader = csv.reader(_decoded_lines(path, handle, state), delimiter=delimiter)
+        header = next(reader, None)
+        if state["error"]:
+            raise InputError(f"{state['error']} (in the header)")
+        if header is None:
             return
-        except InputError as error:
-            raise InputError(f"{error} (in the header)") from None
         for column in [spec.text_field] + ([spec.id_field] if spec.id_field else []):
             if column not in header:
                 flag = "--text-field" if column == spec.text_field else "--id-field"
@@ -253,34 +256,27 @@ def _csv(path: Path, folder, spec: ReadSpec, stats: ReadStats):
         while True:
             try:
                 values = next(reader)
+                problem, state["error"] = state["error"], None
             except StopIteration:
                 return
-            except InputError as error:  # an undecodable line: skip it
-                row += 1
-                _bad(stats, spec, str(error))
-                yield None, None, f"{path}:{positions[0]}", positions[1]
-                continue
             except csv.Error as error:
-                row += 1
-                _bad(stats, spec, f"{path}:{positions[0]}: {error}")
-                yield None, None, f"{path}:{positions[0]}", positions[1]
-                continue
-            if not values:
+                problem = f"{path}:{state['line']}: {error}"
+            where = f"{path}:{state['line']}"
+            if not values and problem is None:
                 continue
             row += 1
-            where = f"{path}:{positions[0]}"
-            if len(values) != len(header):
-                _bad(stats, spec, f"{where}: {len(values)} fields, the header has {len(header)}")
-                yield None, None, where, positions[1]
+            if problem is None and len(values) != len(header):
+                problem = f"{where}: {len(values)} fields, the header has {len(header)}"
+            if problem is None:
+                try:
+                    doc_id = _record_id(dict(zip(header, values)), spec, path, row)
+                except ValueError as error:
+                    problem = f"{where}: {error}"
+            if problem is not None:
+                _bad(stats, spec, problem)
+                yield None, None, where, state["offset"]
                 continue
-            try:
-                record = dict(zip(header, values))
-                doc_id = _record_id(record, spec, path, row)
-            except ValueError as error:
-                _bad(stats, spec, f"{where}: {error}")
-                yield None, None, where, positions[1]
-                continue
-            yield doc_id, values[text_at], where, positions[1]
+            yield doc_id, values[text_at], where, state["offset"]
 
 
 def _text_file(path: Path, folder: Path | None, spec: ReadSpec, stats: ReadStats):
