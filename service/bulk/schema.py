@@ -1,7 +1,7 @@
 """The columns of every output row (Parquet shards and sinks alike).
 
-    id           string   the chunk's id: the document id, or "<doc_id>#<chunk_index>"
-                          when the document was chunked into more than one piece
+    id           string   the row's id: the document id, or "<doc_id>#<chunk_index>" when
+                          chunking is on (--chunk-tokens)
     doc_id       string   the document's id (--id-field, else a stable id from the input)
     chunk_index  int32    0-based index of the chunk within its document
     char_start   int64    the chunk's first character in the document text (Python str index)
