@@ -14,7 +14,7 @@ pytest.importorskip("pgvector")
 import psycopg  # noqa: E402
 
 from service.bulk.schema import output_schema  # noqa: E402
-from service.bulk.sinks import SinkError, SinkMismatchError, open_sink  # noqa: E402
+from service.bulk.sinks import Sink, SinkError, SinkMismatchError, open_sink  # noqa: E402
 from service.bulk.sinks.pgvector import (  # noqa: E402
     PgvectorSink,
     parse_dsn,
@@ -98,7 +98,8 @@ def write_all(dsn: str, *tables: pa.Table, fingerprint: str = "f1", **kwargs) ->
 
 
 def test_open_sink_gives_the_pgvector_sink_for_a_postgresql_dsn(dsn):
-    assert isinstance(open_sink(dsn), PgvectorSink)
+    sink = open_sink(dsn)
+    assert isinstance(sink, PgvectorSink) and isinstance(sink, Sink)
 
 
 def test_rows_round_trip_and_search_is_exact_without_index(dsn):
