@@ -36,16 +36,6 @@ def start_pgserver(folder: str):
     return pgserver.get_server(folder, cleanup_mode="delete")
 
 
-def with_params(dsn: str, **params: object) -> str:
-    """`dsn` with `params` added to (or replacing those in) its query string."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update({key: str(value) for key, value in params.items()})
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def check_vector(dsn: str) -> None:
     """Raise unless `dsn` accepts connections and has (or can create) pgvector."""
     import psycopg

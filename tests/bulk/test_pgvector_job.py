@@ -17,10 +17,10 @@ import psycopg  # noqa: E402
 
 from service.bulk.batch import BatchEmbedder, EmbedOptions  # noqa: E402
 from service.bulk.output import read_output  # noqa: E402
-from service.bulk.sinks.pgvector import parse_dsn, read_meta, search  # noqa: E402
+from service.bulk.sinks.pgvector import parse_dsn, read_meta, search, with_params  # noqa: E402
 from service.config import Settings  # noqa: E402
 from tests.bulk.conftest import cli, write_jsonl  # noqa: E402
-from tests.bulk.pg_server import pg_dsn, with_params  # noqa: E402,F401
+from tests.bulk.pg_server import pg_dsn  # noqa: E402,F401
 
 DOCS = [
     {"id": "cats", "text": "Cats sleep most of the day and purr when they are happy."},

@@ -22,8 +22,9 @@ from service.bulk.sinks.pgvector import (  # noqa: E402
     redact,
     search,
     search_many,
+    with_params,
 )
-from tests.bulk.pg_server import pg_dsn, with_params  # noqa: E402,F401
+from tests.bulk.pg_server import pg_dsn  # noqa: E402,F401
 
 DIM = 16
 

@@ -95,6 +95,15 @@ def parse_dsn(dsn: str, table: str | None = None, index_min_rows: int | None = N
     return PgTarget(conninfo, pieces, min_rows)
 
 
+def with_params(dsn: str, **params: object) -> str:
+    """`dsn` with `params` added to (or replacing those in) its query string, e.g.
+    `with_params(dsn, table="chunks_v2")`."""
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.update({key: str(value) for key, value in params.items()})
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def redact(dsn: str) -> str:
     """`dsn` with its password replaced by ***, for messages and logs."""
     parts = urlsplit(dsn)
