@@ -179,9 +179,11 @@ def build_index(
     parallel: ParallelSet, model: Model, work: Path, sink: str, settings: dict
 ) -> tuple[str, dict]:
     """Index the set's documents with `model` through the bulk job into `sink` ("lancedb"
-    or a postgresql:// DSN); returns (the index spec for `search_index`, the job summary)."""
+    or a postgresql:// DSN); returns (the index spec for `search_index`, the job's meta:
+    model, fingerprint, ONNX variant, options)."""
     from service.bulk.batch import EmbedOptions
     from service.bulk.job import JobConfig, run_embed
+    from service.bulk.output import read_manifest
 
     stem = f"{parallel.name}-{model.name}".replace("/", "_")
     folder = work / stem
@@ -206,20 +208,21 @@ def build_index(
         settings={**settings, "model": model.path},
         progress=False,
     )
-    summary = run_embed(config)
-    return spec, summary
+    run_embed(config)
+    return spec, read_manifest(config.output)["meta"]
 
 
-def embed_queries(model: Model, texts: list[str], settings: dict) -> np.ndarray:
-    """float32 [len(texts), dim]: the queries through the served pipeline of `model`
-    (its `query` prompt when it has one), as `python -m service.bulk search` embeds them."""
+def embed_queries(model: Model, texts: list[str], settings: dict) -> tuple[np.ndarray, dict]:
+    """(float32 [len(texts), dim], the pipeline's meta): the queries through the served
+    pipeline of `model` (its `query` prompt when it has one), as `python -m service.bulk
+    search` embeds them."""
     from service.bulk.batch import BatchEmbedder, EmbedOptions
     from service.config import Settings
 
     options = EmbedOptions(prompt_name=model_prompt(model, QUERY_PROMPT), batch_size=64)
     embedder = BatchEmbedder(Settings(**{**settings, "model": model.path}), options)
     try:
-        return embedder.embed_texts(texts)[0]
+        return embedder.embed_texts(texts)[0], embedder.meta()
     finally:
         embedder.close()
 
@@ -257,6 +260,8 @@ class Row:
     queries: int
     documents: int
     metrics: dict[str, float]
+    index_variant: str = ""  # the ONNX file (or torch dtype) that embedded each side
+    query_variant: str = ""
 
 
 def setups(models: list[Model]) -> list[tuple[Model, Model]]:
@@ -278,26 +283,27 @@ def evaluate_set(
     """Every setup on one set: each index built once, each model's queries embedded once."""
     pairs = setups(models)
     indexes: dict[str, str] = {}
+    variants: dict[str, str] = {}
     for index_model in {pair[0].name: pair[0] for pair in pairs}.values():
         started = time.perf_counter()
-        indexes[index_model.name], summary = build_index(
-            parallel, index_model, work, sink, settings
-        )
+        indexes[index_model.name], meta = build_index(parallel, index_model, work, sink, settings)
+        variants[index_model.name] = meta["variant"]
         log.info(
-            "%s: %d documents indexed by %s in %.0f s (%s)",
-            parallel.name, len(parallel.documents), index_model.name,
-            time.perf_counter() - started, indexes[index_model.name],
+            "%s: %d documents indexed by %s (%s) in %.0f s",
+            parallel.name, len(parallel.documents), index_model.name, meta["variant"],
+            time.perf_counter() - started,
         )  # fmt: skip
     rows = []
     for query_model in {pair[1].name: pair[1] for pair in pairs}.values():
         for language, queries in parallel.queries.items():
-            vectors = embed_queries(query_model, [q.text for q in queries], settings)
+            vectors, meta = embed_queries(query_model, [q.text for q in queries], settings)
             for index_model, _ in [p for p in pairs if p[1].name == query_model.name]:
                 hits = search_index(indexes[index_model.name], vectors, k)
                 metrics = mean_metrics([rank_metrics(h, q, k) for h, q in zip(hits, queries)])
                 rows.append(
                     Row(parallel.name, index_model.name, query_model.name, language,
-                        len(queries), len(parallel.documents), metrics)
+                        len(queries), len(parallel.documents), metrics,
+                        variants[index_model.name], meta["variant"])
                 )  # fmt: skip
     return rows
 
@@ -445,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         for parallel in sets:
             rows += evaluate_set(parallel, models, work, args.sink, settings)
     print(markdown_table(rows))
+    variants = {r.index_model: r.index_variant for r in rows}
+    variants.update({r.query_model: r.query_variant for r in rows})
+    print("\nembedded by: " + "; ".join(f"{name} {variant}" for name, variant in variants.items()))
     if args.output:
         payload = {"models": [asdict(m) for m in models], "settings": settings,
                    "rows": [asdict(row) for row in rows]}  # fmt: skip

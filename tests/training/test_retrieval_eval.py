@@ -106,6 +106,7 @@ def test_evaluation_through_the_bulk_jobs_index(bundled_model, cache_dir, tmp_pa
     # an English sentence finds itself in the English index
     assert by_setup["teacher", "teacher", "en"].metrics["recall@1"] == 100.0
     assert by_setup["teacher", "teacher", "en"].documents == len(ENGLISH)
+    assert {(r.index_variant, r.query_variant) for r in rows} == {("model.onnx", "model.onnx")}
     # the same model on the teacher's index: (a) equals (b) exactly
     for lang in ("en", "de"):
         assert by_setup["teacher", "same-as-teacher", lang].metrics == pytest.approx(
@@ -138,6 +139,7 @@ def test_cli_on_a_slice_of_the_shared_data(data_dir, cache_dir, tmp_path, capsys
     assert code == 0
     table = capsys.readouterr().out
     assert "| tatoeba | teacher | teacher | de | 8 |" in table
+    assert "embedded by: teacher model.onnx" in table
     rows = json.loads(output.read_text())["rows"]
     assert {(r["set"], r["language"]) for r in rows} == {("tatoeba", "de"), ("stsb", "de")}
     for row in rows:
