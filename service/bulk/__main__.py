@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     _model_flags(embed)
     search = commands.add_parser("search", help="nearest chunks of a query")
     search.add_argument("--index", required=True,
-                        help="an output folder of `embed`, or lancedb:PATH / a LanceDB folder")
+                        help="an output folder of `embed`, lancedb:PATH (or a LanceDB folder), "
+                        "or a postgresql:// DSN (the pgvector sink's)")
     search.add_argument("--query", required=True)
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--prompt-name", default=None,

@@ -1,9 +1,10 @@
 """`search(index, query, k)`: the k chunks nearest to a query, by cosine similarity.
 
 `index` is an output folder of `embed` (its Parquet shards are scanned shard by shard,
-keeping the top k: memory is one shard) or a LanceDB database (`lancedb:PATH`, or a folder
-holding a `chunks.lance` table; its ANN index is used when one was built). The query is
-embedded with the served pipeline and the options the index was built with (normalize,
+keeping the top k: memory is one shard), a LanceDB database (`lancedb:PATH`, or a folder
+holding a `chunks.lance` table; its ANN index is used when one was built), or a pgvector
+table (a postgresql:// DSN, as given to `--sink`; `service.bulk.sinks.pgvector.search`).
+The query is embedded with the served pipeline and the options the index was built with (normalize,
 dimensions); a model whose fingerprint differs from the index's is refused.
 """
 
@@ -47,6 +48,12 @@ def search(
     if k < 1:
         raise ValueError(f"--k must be at least 1 (got {k})")
     index = str(index)
+    if index.startswith(("postgresql://", "postgres://")):
+        from service.bulk.sinks.pgvector import read_meta
+        from service.bulk.sinks.pgvector import search as pg_search
+
+        vector = _query_vector(read_meta(index), query, prompt_name, settings, embedder)
+        return pg_search(index, vector, k)
     lance_path = _lancedb_path(index)
     if lance_path is not None:
         import lancedb

@@ -152,7 +152,7 @@ def test_killed_with_sigkill_mid_run_the_rerun_has_every_row_exactly_once(tmp_pa
     out = tmp_path / "out"
     args = [sys.executable, "-m", "service.bulk", "embed", str(path), "--output", str(out),
             "--id-field", "id", "--shard-rows", "16", "--batch-size", "4",
-            "--no-progress"]  # fmt: skip
+            "--sink", f"lancedb:{tmp_path / 'db'}", "--no-progress"]  # fmt: skip
     proc = subprocess.Popen(args, env=cli_env(cache_dir), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -174,7 +174,33 @@ def test_killed_with_sigkill_mid_run_the_rerun_has_every_row_exactly_once(tmp_pa
     ids = read_output(out).column("id").to_pylist()
     assert ids == [r["id"] for r in rows]  # every row exactly once, in input order
     assert sorted(p.name for p in out.glob("*.parquet")) == [s["file"] for s in manifest["shards"]]
+    import lancedb  # the sink too: a shard written again after the kill is stored once
+
+    sunk = lancedb.connect(str(tmp_path / "db")).open_table("chunks").to_arrow()
+    assert sorted(sunk.column("id").to_pylist()) == sorted(ids)
     # a third run of the same command has nothing left to do
     again = subprocess.run(args, env=cli_env(cache_dir), capture_output=True, text=True,
                            timeout=600)  # fmt: skip
     assert again.returncode == 0 and read_output(out).num_rows == 240
+
+
+def test_cli_progress_and_summary_and_no_ray_or_lancedb_without_asking(tmp_path, cache_dir):
+    path = write_jsonl(tmp_path / "c.jsonl", corpus(20))
+    out = tmp_path / "out"
+    code = (
+        "import sys; from service.bulk.__main__ import main; "
+        f"code = main(['embed', {str(path)!r}, '--output', {str(out)!r}]); "
+        "print('IMPORTED', sorted(m for m in ('ray', 'lancedb') if m in sys.modules)); "
+        "sys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=cli_env(cache_dir),
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "IMPORTED []" in result.stdout  # the local job needs neither Ray nor LanceDB
+    assert "embed: 100%" in result.stderr and "chunks_per_s=" in result.stderr  # tqdm bar
+    for line in ("documents  20", "chunks     20", "truncated  0", "skipped    0 empty, 0 "
+                 "malformed", "wall time", "chunks/s", f"output     {out}"):  # fmt: skip
+        assert line in result.stderr, line
+    bad = cli("embed", str(tmp_path / "missing.jsonl"), "--output", str(out), cache_dir=cache_dir,
+              check=False)  # fmt: skip
+    assert bad.returncode == 2 and "missing.jsonl: no such file or folder" in bad.stderr
