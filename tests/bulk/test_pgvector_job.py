@@ -1,7 +1,7 @@
 """`python -m service.bulk embed ... --sink postgresql://...` end to end: the job's rows land
 in a real PostgreSQL + pgvector table equal to its Parquet output, a second run stores
 nothing twice, another model's run is refused, and a query embedded by the job's pipeline
-finds its document through `search`."""
+finds its document through `search` (the function and `python -m service.bulk search`)."""
 
 from __future__ import annotations
 
@@ -86,3 +86,10 @@ def test_the_job_writes_its_rows_into_pgvector(pg_dsn, tmp_path, cache_dir, job_
     hits = search(dsn, query, k=3)
     assert hits[0]["id"] == "cats" and hits[0]["text"] == DOCS[0]["text"]
     assert hits[0]["score"] > hits[1]["score"] > hits[2]["score"]
+
+    # and `python -m service.bulk search --index postgresql://...` prints the same hits
+    found = cli("search", "--index", dsn, "--query", "Which animal purrs?", "--k", "3",
+                cache_dir=cache_dir)  # fmt: skip
+    lines = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [hit["id"] for hit in lines] == [hit["id"] for hit in hits]
+    np.testing.assert_allclose([h["score"] for h in lines], [h["score"] for h in hits], atol=1e-5)
