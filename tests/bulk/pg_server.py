@@ -62,15 +62,40 @@ def pg_dsn() -> Iterator[str]:
         reason="no PostgreSQL with pgvector: pgserver is not installed (pip install -e "
         f"'.[dev]') and {ENV_DSN} is not set",
     )
-    # short path: the unix socket lives in it (107-byte limit)
-    folder = tempfile.mkdtemp(prefix="pgv-")
     try:
-        server = start_pgserver(folder)
-        dsn = server.get_uri()
-        check_vector(dsn)
-    except Exception as exc:  # noqa: BLE001 - the reason is what the skip reports
-        pytest.skip(f"PostgreSQL (pgserver) did not start in {folder}: {type(exc).__name__}: {exc}")
-    try:
-        yield dsn
+        yield shared_server_dsn()
     finally:
+        stop_shared_server()
+
+
+# one server per test process, whichever test modules import the fixture (each import is a
+# fixture definition of its own, so the server lives here rather than in the fixture)
+_SHARED: dict[str, object] = {}
+
+
+def shared_server_dsn() -> str:
+    """The DSN of this process's pgserver, started on first call; skips with the reason
+    when it did not start (and does not try again)."""
+    if not _SHARED:
+        # short path: the unix socket lives in it (107-byte limit)
+        folder = tempfile.mkdtemp(prefix="pgv-")
+        try:
+            server = start_pgserver(folder)
+            _SHARED["server"] = server
+            _SHARED["dsn"] = server.get_uri()
+            check_vector(_SHARED["dsn"])
+        except Exception as exc:  # noqa: BLE001 - the reason is what the skip reports
+            _SHARED["error"] = (
+                f"PostgreSQL (pgserver) did not start in {folder}: {type(exc).__name__}: {exc}"
+            )
+    if "error" in _SHARED:
+        pytest.skip(str(_SHARED["error"]))
+    return str(_SHARED["dsn"])
+
+
+def stop_shared_server() -> None:
+    """Stop the server and delete its folder (at the end of the session; idempotent)."""
+    server = _SHARED.get("server")
+    _SHARED.clear()
+    if server is not None:
         server.cleanup()
