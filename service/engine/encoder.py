@@ -54,5 +54,6 @@ class SentenceEncoder:
 def postprocess(vectors: np.ndarray, normalize: bool, dimensions: int | None = None) -> np.ndarray:
     """Truncate to `dimensions` (Matryoshka-style), then L2-normalise if asked."""
     if dimensions is not None:
-        vectors = vectors[:, :dimensions]
+        # a copy: a column slice is not C-contiguous (orjson cannot serialise it)
+        vectors = np.ascontiguousarray(vectors[:, :dimensions])
     return l2_normalize(vectors) if normalize else vectors

@@ -1,0 +1,240 @@
+"""`--engine ray`: the same job on Ray Data, beyond one machine (`pip install ".[ray]"`).
+
+    Ray readers (read_parquet / read_json / read_csv / read_binary_files)
+      -> map_batches(EmbedActor): an actor pool, each actor builds the served pipeline
+         once and runs the local engine's batch function (`BatchEmbedder.embed_documents`)
+      -> the driver streams the rows, in input order, into the same Parquet shards,
+         manifest and sink as the local engine (`ShardWriter`)
+
+Without `--ray-address` a local Ray cluster starts in this process; with it the job joins
+that cluster (`ray start --head` on one node, `ray start --address HEAD:6379` on the
+others; every node needs this package installed). Actor pool: one actor per GPU with
+`num_gpus=1` on GPU clusters; on CPU clusters up to (cluster CPUs - 1) actors of
+`cpus_per_actor` CPUs each (one CPU left to the readers), each running ONNX Runtime with
+that many threads.
+
+Differences from the local engine (docs/indexing.md): --id-field is required for JSONL /
+Parquet / CSV input (Ray's readers do not number rows), a malformed record stops the run
+(Ray's readers are strict), and an interrupted run is redone rather than resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from filelock import FileLock
+from tqdm import tqdm
+
+from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, EmbedOptions
+from service.bulk.output import ShardWriter, Totals
+from service.bulk.readers import CSV_DELIMITERS, InputError, _kind, input_files
+from service.bulk.sinks import open_sink
+from service.config import Settings
+
+log = logging.getLogger(__name__)
+DOC_ID, TEXT = "doc_id", "text"  # the columns the reading stage hands to the actors
+NODE = "_node"  # internal: the node that embedded a row (counted in the summary)
+
+
+class EmbedActor:
+    """A Ray Data callable class: builds the served pipeline once per actor and maps
+    batches of documents (columns doc_id, text) to output rows."""
+
+    def __init__(self, settings: dict, options: EmbedOptions) -> None:
+        import ray
+
+        self.embedder = BatchEmbedder(Settings(**settings), options)
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = [str(value) for value in batch.column(DOC_ID).to_pylist()]
+        texts = [value or "" for value in batch.column(TEXT).to_pylist()]
+        table = self.embedder.embed_documents(ids, texts)
+        return table.append_column(NODE, pa.array([self.node] * table.num_rows))
+
+
+def _to_documents(batch: pa.Table, text_field: str, id_field: str) -> pa.Table:
+    """A batch of input rows -> the columns doc_id (string) and text (string)."""
+    missing = [name for name in (text_field, id_field) if name not in batch.column_names]
+    if missing:
+        raise InputError(f"no column {missing[0]!r} in the input; columns: {batch.column_names}")
+    ids = [None if v is None else str(v) for v in batch.column(id_field).to_pylist()]
+    texts = [None if v is None else str(v) for v in batch.column(text_field).to_pylist()]
+    return pa.table({DOC_ID: pa.array(ids, pa.string()), TEXT: pa.array(texts, pa.string())})
+
+
+def _text_files_to_documents(batch: pa.Table, root: str) -> pa.Table:
+    """read_binary_files rows (bytes, path) -> doc_id (path relative to `root`), text."""
+    ids, texts = [], []
+    for raw, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist()):
+        ids.append(Path(path).relative_to(root).as_posix())
+        try:
+            texts.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            line = raw[: error.start].count(b"\n") + 1
+            raise InputError(f"{path}:{line}: byte offset {error.start}: not UTF-8") from None
+    return pa.table({DOC_ID: pa.array(ids, pa.string()), TEXT: pa.array(texts, pa.string())})
+
+
+def read_dataset(config):
+    """The input as a Ray Dataset of (doc_id, text), in input order."""
+    import ray
+
+    files = input_files(config.inputs)
+    datasets = []
+    for given in config.inputs:
+        path = Path(given)
+        if path.is_dir():
+            paths = [str(p.resolve()) for p, folder in files if folder == path]
+            ds = ray.data.read_binary_files(paths, include_paths=True)
+            root = str(path.resolve())
+            datasets.append(ds.map_batches(_text_files_to_documents, fn_kwargs={"root": root},
+                                           batch_format="pyarrow"))  # fmt: skip
+            continue
+        if config.id_field is None:
+            raise InputError(
+                f"{path}: --engine ray needs --id-field for JSONL / Parquet / CSV input (Ray's "
+                "readers do not number rows); the local engine numbers them"
+            )
+        kind, resolved = _kind(path), str(path.resolve())
+        if kind == "parquet":
+            ds = ray.data.read_parquet(resolved, columns=[config.text_field, config.id_field])
+        elif kind == "jsonl":
+            ds = ray.data.read_json(resolved, lines=True)
+        else:
+            import pyarrow.csv as pcsv
+
+            delimiter = CSV_DELIMITERS[path.suffix.lower()]
+            ds = ray.data.read_csv(
+                resolved,
+                parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={config.text_field: pa.string(), config.id_field: pa.string()}
+                ),
+            )
+        fields = {"text_field": config.text_field, "id_field": config.id_field}
+        datasets.append(ds.map_batches(_to_documents, fn_kwargs=fields, batch_format="pyarrow"))
+    dataset = datasets[0]
+    return dataset.union(*datasets[1:]) if len(datasets) > 1 else dataset
+
+
+def actor_pool(cpus_per_actor: int = 1) -> dict:
+    """map_batches arguments sizing the actor pool to the cluster: one actor per GPU, else
+    up to (CPUs - 1) / cpus_per_actor actors (one CPU left to the readers)."""
+    import ray
+
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        return {"concurrency": gpus, "num_gpus": 1}
+    cpus = int(resources.get("CPU", 1))
+    actors = max(1, (cpus - 1) // cpus_per_actor)
+    return {"concurrency": (1, actors), "num_cpus": cpus_per_actor}
+
+
+def run_ray(config, cpus_per_actor: int = 1) -> dict:
+    """The job on Ray (see the module docstring); returns the summary."""
+    import ray
+
+    from service.bulk.job import make_summary
+    from service.bulk.output import ResumeState
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        if config.ray_address:
+            ray.init(address=config.ray_address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # rows come back in input order
+    context.enable_progress_bars = False
+    pool = actor_pool(cpus_per_actor)
+    settings = dict(config.settings)
+    if "num_gpus" in pool:
+        settings["device"] = "cuda"
+    else:
+        settings.setdefault("intra_op_threads", cpus_per_actor)
+    driver = BatchEmbedder(Settings(**settings), config.options)  # meta + schema, and checks
+    meta, schema = driver.meta(), driver.schema
+    driver.close()
+    dataset = read_dataset(config).map_batches(
+        EmbedActor,
+        fn_constructor_kwargs={"settings": settings, "options": config.options},
+        batch_size=config.options.batch_size * SORT_WINDOW_BATCHES,
+        batch_format="pyarrow",
+        **pool,
+    )
+    Path(config.output).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(Path(config.output) / ".lock")):
+        sink = open_sink(config.sink) if config.sink else None
+        writer = ShardWriter(config.output, meta, config.job_identity(), schema, sink,
+                             config.overwrite)  # fmt: skip
+        state = writer.open()
+        if writer.complete:
+            if sink is not None:
+                sink.close()
+            return writer.manifest.get("summary", {})
+        if state.shards:
+            raise RuntimeError(
+                f"{config.output}: a run stopped after {state.shards} shards; --engine ray "
+                "does not resume: rerun with --overwrite, or finish it with --engine local"
+            )
+        started = time.perf_counter()
+        totals, nodes = _drain(dataset, writer, config)
+        summary = make_summary(config, totals, None, time.perf_counter() - started, ResumeState())
+        summary["engine"], summary["nodes"] = "ray", len(nodes)
+        writer.finish(summary)
+    return summary
+
+
+def _drain(dataset, writer: ShardWriter, config) -> tuple[Totals, set[str]]:
+    """Stream the rows, in input order, into shards of `shard_rows` rows or more, each
+    ending where a document ends."""
+    totals, nodes = Totals(), set()
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    bar = tqdm(unit="chunk", desc="embed (ray)", disable=not config.progress, file=sys.stderr)
+
+    def flush(upto: int | None = None) -> None:
+        nonlocal pending, pending_rows
+        table = pa.concat_tables(pending)
+        head = table if upto is None else table.slice(0, upto)
+        totals.add(writer.write_shard(head))
+        rest = table.slice(upto) if upto is not None else table.slice(table.num_rows)
+        pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
+
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        nodes.update(batch.column(NODE).unique().to_pylist())
+        batch = batch.drop_columns([NODE])
+        pending.append(batch)
+        pending_rows += batch.num_rows
+        bar.update(batch.num_rows)
+        while pending_rows >= config.shard_rows:
+            cut = _document_boundary(pa.concat_tables(pending), config.shard_rows)
+            if cut is None:
+                break  # the document at the cut goes on in the next batch
+            flush(cut)
+    if pending_rows:
+        flush()
+    bar.close()
+    return totals, nodes
+
+
+def _document_boundary(table: pa.Table, at_least: int) -> int | None:
+    """The first row index >= at_least (counting rows that are not skipped) where a new
+    document starts, or None when the table ends first."""
+    from service.bulk.batch import SKIPPED
+
+    docs = table.column("doc_id").to_pylist()
+    skipped = table.column(SKIPPED).to_pylist()
+    kept = 0
+    for index, (doc, skip) in enumerate(zip(docs, skipped)):
+        if kept >= at_least and index and doc != docs[index - 1]:
+            return index
+        kept += not skip
+    return None
