@@ -18,7 +18,7 @@ import pytest
 from service.engine.errors import EngineCoreGoneError
 from service.engine.ipc import CoreServer, RemoteCore
 from service.engine.tokenizer import TokenizedText
-from tests.service.conftest import metric_value, server_process
+from tests.service.conftest import async_running, metric_value, server_process
 from tests.service.test_workers import StandInCore
 
 CORE_TIMEOUT_S = 2.0  # the heartbeat bound these servers run with
@@ -219,3 +219,31 @@ async def test_remote_core_reports_a_silent_core_and_its_recovery(tmp_path):
         await remote.stop()
         serving.cancel()
         server.close()
+
+
+async def test_shutdown_waits_for_requests_still_being_tokenised(settings):
+    """A request accepted before the shutdown but still tokenising (in the thread pool)
+    when it began is finished, not refused: the engine counts requests from their
+    arrival, not from their reaching the core."""
+    import threading
+
+    async with async_running(settings) as client:
+        app = client.app
+        engine = app.state.engine
+        tokenize, entered = engine.tokenize, threading.Event()
+
+        def slow_tokenize(*args, **kwargs):
+            entered.set()
+            time.sleep(0.5)  # a long request being tokenised on a busy host
+            return tokenize(*args, **kwargs)
+
+        engine.tokenize = slow_tokenize
+        body = {"inputs": [LONG_TEXT] * 8}  # past the inline limit: the thread pool
+        request = asyncio.ensure_future(client.post("/embed", json=body))
+        while not entered.is_set():
+            await asyncio.sleep(0.01)
+        cut_off = await app.state.lifecycle.shutdown(5.0)
+        response = await request
+        assert response.status_code == 200 and len(response.json()) == 8
+        assert cut_off == 0
+        assert (await client.get("/health")).json() == {"status": "draining"}
