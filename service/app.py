@@ -6,7 +6,6 @@ starts the engine with a warm-up request, and on exit shuts it down through the 
 from __future__ import annotations
 
 import asyncio
-import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -29,7 +28,6 @@ from service.engine.pipeline import ModelPipeline
 from service.lifecycle import Lifecycle
 from service.metrics import Metrics
 
-log = logging.getLogger(__name__)
 ROUTES = {
     "/",
     "/embed",

@@ -5,7 +5,10 @@ state (loading, ready, draining) is `service.lifecycle.Lifecycle`'s."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -64,6 +67,9 @@ class EmbeddingEngine:
                 f"max sequence length ({tokenizer.max_length})"
             )
         self.default_prompt_name = settings.default_prompt_name or spec.default_prompt_name
+        self._in_flight = 0  # requests inside `embed`
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @classmethod
     def load(cls, settings: Settings, metrics: Metrics, backend: Backend | None = None):
@@ -131,8 +137,14 @@ class EmbeddingEngine:
         )
 
     async def drain(self, timeout: float) -> bool:
-        """Stop accepting; wait up to `timeout` s until every accepted request is answered."""
-        return await self.core.drain(timeout)
+        """Wait up to `timeout` s until every request in `embed` (tokenising, or waiting on
+        the core) is answered, then until the core is idle and accepts no more. True if
+        everything drained. (New requests are refused before they reach the engine: see
+        `service.lifecycle`.)"""
+        deadline = time.monotonic() + timeout
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        return await self.core.drain(max(0.0, deadline - time.monotonic()))
 
     async def abort(self, reason: str) -> int:
         """Fail every request not yet answered with ShuttingDownError(reason) (503)."""
@@ -175,16 +187,23 @@ class EmbeddingEngine:
         (TEI's /embed_all; a list of [tokens_i, hidden], never normalised), same batches.
         Raises the engine's errors (`service.engine.errors`)."""
         prompt = self.prompt_for(prompt_name)
-        if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
-            # small requests: a thread hop costs more than tokenising (tens of microseconds)
-            tokens = self.tokenize(texts, truncate, direction, prompt)
-        else:
-            tokens = await run_in_threadpool(self.tokenize, texts, truncate, direction, prompt)
-        if token_level:
-            tokens = [replace(t, token_level=True) for t in tokens]
-        counts = [t.length for t in tokens]
-        self.metrics.input_tokens.inc(sum(counts))
-        vectors = await self.core.embed_tokens(tokens)
+        self._in_flight += 1  # counted from here: `drain` waits for it, tokenising included
+        self._idle.clear()
+        try:
+            if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+                # small requests: a thread hop costs more than tokenising (tens of microseconds)
+                tokens = self.tokenize(texts, truncate, direction, prompt)
+            else:
+                tokens = await run_in_threadpool(self.tokenize, texts, truncate, direction, prompt)
+            if token_level:
+                tokens = [replace(t, token_level=True) for t in tokens]
+            counts = [t.length for t in tokens]
+            self.metrics.input_tokens.inc(sum(counts))
+            vectors = await self.core.embed_tokens(tokens)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
         self.check_finite(vectors)
         if not token_level:
             normalize = self.spec.normalize if normalize is None else normalize
