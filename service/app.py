@@ -111,7 +111,11 @@ def create_app(
     app.include_router(tei.other_model_types)
     app.include_router(openai_routes.router)
     app.include_router(ops.router)
-    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
