@@ -33,6 +33,20 @@ async def _send_json(send: Send, status: int, body: dict, path: str, close: bool
     await send({"type": "http.response.body", "body": data})
 
 
+def json_problem(body: bytes, exc: Exception) -> str:
+    """What is wrong with a body orjson refused: for bytes that are not UTF-8, the first
+    bad byte and its offset (orjson's own message then points at char 0)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        byte = body[bad.start]
+        return (
+            f"it is not UTF-8: byte 0x{byte:02x} at byte offset {bad.start} ({bad.reason}); "
+            "send the JSON encoded as UTF-8"
+        )
+    return str(exc)
+
+
 def json_depth(value) -> int:
     """Nesting depth of a parsed JSON value, iteratively (no recursion)."""
     deepest, stack = 0, [(value, 1)]
@@ -153,12 +167,8 @@ class BodyGuardMiddleware:
                 brackets = body.count(b"[") + body.count(b"{")
                 depth = json_depth(parsed) if brackets > MAX_JSON_DEPTH else 0
             except orjson.JSONDecodeError as exc:
-                await _send_json(
-                    send,
-                    400,
-                    {"error": f"request body is not valid JSON: {exc}", "code": "invalid_json"},
-                    path,
-                )
+                error = {"error": f"request body is not valid JSON: {json_problem(body, exc)}"}
+                await _send_json(send, 400, {**error, "code": "invalid_json"}, path)
                 return
             if depth > MAX_JSON_DEPTH:
                 await _send_json(
