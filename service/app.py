@@ -110,7 +110,11 @@ def create_app(
     app.include_router(openai_routes.router)
     app.include_router(ops.router)
     app.add_middleware(CancelOnDisconnectMiddleware)  # innermost: after the body guard read
-    app.add_middleware(BodyGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyGuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="request body size; more: 413"
     )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="seconds to receive a request's whole body once its headers arrived; "
+        "slower (a stalled or slowloris client): 408 and the connection is closed",
+    )
+    limit_concurrency: int = Field(
+        1000,
+        ge=0,
+        description="open connections plus requests in progress per HTTP process; beyond: "
+        "new requests get 503 at once (uvicorn's limit_concurrency); 0: no limit",
+    )
     request_timeout_s: float = Field(
         60.0,
         gt=0,

@@ -96,6 +96,7 @@ def serve(app: FastAPI, settings: Settings, sockets: list[socket.socket] | None 
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=CLOSE_S,
+        limit_concurrency=settings.limit_concurrency or None,
     )
     server = DrainingServer(
         config, app, settings.graceful_shutdown_s, supervised=sockets is not None

@@ -28,6 +28,7 @@ TEI_TYPES = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "NotFound",
+    408: "Validation",
     413: "Validation",
     415: "Validation",
     422: "Validation",

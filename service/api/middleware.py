@@ -1,6 +1,6 @@
-"""ASGI middleware: request metrics, a guard that refuses oversized, non-JSON or
-absurdly nested bodies before FastAPI parses them, and the cancellation of a request
-whose client hung up."""
+"""ASGI middleware: request metrics, a guard that refuses oversized, non-JSON, absurdly
+nested or too slowly sent bodies before FastAPI parses them, and the cancellation of a
+request whose client hung up."""
 
 from __future__ import annotations
 
@@ -16,23 +16,37 @@ from service.api.errors import ApiError, error_body
 from service.metrics import Metrics
 
 MAX_JSON_DEPTH = 32
+# while a body is incomplete, how often a stalled read checks whether the server is draining
+DRAIN_POLL_S = 0.5
 
 
-async def _send_json(send: Send, status: int, body: dict, path: str) -> None:
-    """Answer `body` ({"error": message, "code": ...}) in the shape of the route at `path`."""
+async def _send_json(send: Send, status: int, body: dict, path: str, close: bool = False) -> None:
+    """Answer `body` ({"error": message, "code": ...}) in the shape of the route at `path`;
+    `close`: ask the server to close the connection after it (a body left unread)."""
     error = ApiError(status, body["error"], code=body["code"])
     data = orjson.dumps(error_body(path, error))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+def json_problem(body: bytes, exc: Exception) -> str:
+    """What is wrong with a body orjson refused: for bytes that are not UTF-8, the first
+    bad byte and its offset (orjson's own message then points at char 0)."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        byte = body[bad.start]
+        return (
+            f"it is not UTF-8: byte 0x{byte:02x} at byte offset {bad.start} ({bad.reason}); "
+            "send the JSON encoded as UTF-8"
+        )
+    return str(exc)
 
 
 def json_depth(value) -> int:
@@ -49,12 +63,48 @@ def json_depth(value) -> int:
     return deepest
 
 
+def _draining(scope: Scope) -> bool:
+    """Whether the app serving `scope` is shutting down (Starlette puts itself in scope)."""
+    app = scope.get("app")
+    return bool(app is not None and getattr(app.state, "draining", False))
+
+
 class BodyGuardMiddleware:
     """413 past `max_body_bytes` (by Content-Length or while streaming), 415 for a
-    non-JSON content type, 400 for JSON nested deeper than MAX_JSON_DEPTH."""
+    non-JSON content type, 400 for JSON nested deeper than MAX_JSON_DEPTH, 408 for a body
+    not complete within `body_timeout_s` of the request's start (a stalled or slowloris
+    client), and 503 for a body still incomplete when the server starts draining (so a
+    shutdown never has to cancel stalled reads). 408 and 503 close the connection."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 60.0) -> None:
+        self.app, self.max_body_bytes, self.body_timeout_s = app, max_body_bytes, body_timeout_s
+
+    async def _receive(
+        self, receive: Receive, send: Send, scope: Scope, deadline: float
+    ) -> Message | None:
+        """The next message, or None when the read was answered with 408 or 503."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                async with asyncio.timeout_at(min(deadline, loop.time() + DRAIN_POLL_S)):
+                    return await receive()
+            except TimeoutError:
+                if _draining(scope):
+                    error = {
+                        "error": "the server is shutting down and this request's body was not "
+                        "complete; retry, another replica will serve it",
+                        "code": "shutting_down",
+                    }
+                    await _send_json(send, 503, error, scope["path"], close=True)
+                    return None
+                if loop.time() >= deadline:
+                    error = {
+                        "error": f"the request body was not complete within "
+                        f"{self.body_timeout_s:g} s (body_timeout_s); the connection is closed",
+                        "code": "body_timeout",
+                    }
+                    await _send_json(send, 408, error, scope["path"], close=True)
+                    return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in {"POST", "PUT", "PATCH"}:
@@ -89,9 +139,10 @@ class BodyGuardMiddleware:
             )
             return
         chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
+            message = await self._receive(receive, send, scope, deadline)
+            if message is None or message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -118,12 +169,8 @@ class BodyGuardMiddleware:
                 brackets = body.count(b"[") + body.count(b"{")
                 depth = json_depth(parsed) if brackets > MAX_JSON_DEPTH else 0
             except orjson.JSONDecodeError as exc:
-                await _send_json(
-                    send,
-                    400,
-                    {"error": f"request body is not valid JSON: {exc}", "code": "invalid_json"},
-                    path,
-                )
+                error = {"error": f"request body is not valid JSON: {json_problem(body, exc)}"}
+                await _send_json(send, 400, {**error, "code": "invalid_json"}, path)
                 return
             if depth > MAX_JSON_DEPTH:
                 await _send_json(

@@ -6,6 +6,7 @@ depend on settings are checked in `validate_inputs`."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
@@ -15,15 +16,26 @@ from service.api.errors import ApiError
 Direction = Literal["Right", "Left", "right", "left"]
 
 
+# Characters that show nothing: control (Cc: NUL, ...), format (Cf: BOM, zero-width space
+# and joiners, ...) and separators (Z*). A text made only of these (and whitespace) is empty.
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+BLANK = "empty or whitespace only (control, BOM and zero-width characters count as whitespace)"
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` has no visible character (stops at the first one)."""
+    return all(ch.isspace() or unicodedata.category(ch) in INVISIBLE_CATEGORIES for ch in text)
+
+
 def _check_texts(value):
     texts = [value] if isinstance(value, str) else value
     if isinstance(texts, list):
         if not texts:
             raise ValueError("must not be an empty list")
         for index, text in enumerate(texts):
-            if isinstance(text, str) and not text.strip():
+            if isinstance(text, str) and is_blank(text):
                 where = "the input" if isinstance(value, str) else f"item {index}"
-                raise ValueError(f"{where} is empty or whitespace only")
+                raise ValueError(f"{where} is {BLANK}")
     return value
 
 
@@ -65,8 +77,8 @@ class SimilarityInputs(BaseModel):
     @field_validator("source_sentence")
     @classmethod
     def _source(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("the source sentence is empty or whitespace only")
+        if is_blank(value):
+            raise ValueError(f"the source sentence is {BLANK}")
         return value
 
     @field_validator("sentences")

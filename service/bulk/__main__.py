@@ -22,41 +22,67 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     embed = commands.add_parser("embed", help="embed a corpus into Parquet shards (+ a sink)")
-    embed.add_argument("inputs", nargs="+", metavar="INPUT",
-                       help="JSONL / Parquet / CSV / TSV files or folders of .txt/.md files")
+    embed.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="JSONL / Parquet / CSV / TSV files or folders of .txt/.md files",
+    )
     embed.add_argument("--output", required=True, type=Path, help="folder for shards + manifest")
     embed.add_argument("--text-field", default="text", help="the text column (default: text)")
-    embed.add_argument("--id-field", default=None,
-                       help="the id column (default: <file name>:<row> or the file path)")
+    embed.add_argument(
+        "--id-field",
+        default=None,
+        help="the id column (default: <file name>:<row> or the file path)",
+    )
     embed.add_argument("--engine", choices=["local", "ray"], default="local")
-    embed.add_argument("--ray-address", default=None,
-                       help="join this Ray cluster (default: start a local one)")
-    embed.add_argument("--sink", default=None,
-                       help="lancedb:PATH or postgresql://user:pass@host:port/db")
-    embed.add_argument("--chunk-tokens", type=int, default=None,
-                       help="split documents into chunks of at most N model tokens")
+    embed.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster (default: start a local one)"
+    )
+    embed.add_argument(
+        "--sink", default=None, help="lancedb:PATH or postgresql://user:pass@host:port/db"
+    )
+    embed.add_argument(
+        "--chunk-tokens",
+        type=int,
+        default=None,
+        help="split documents into chunks of at most N model tokens",
+    )
     embed.add_argument("--chunk-overlap", type=int, default=0, help="tokens of overlap")
     embed.add_argument("--prompt-name", default=None, help="e.g. passage (the model's prompts)")
-    embed.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
-                       help="L2-normalise (default: as the model says)")
+    embed.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="L2-normalise (default: as the model says)",
+    )
     embed.add_argument("--dimensions", type=int, default=None, help="keep the first D components")
     embed.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    embed.add_argument("--shard-rows", type=int, default=None,
-                       help="rows per Parquet shard, at least (default 10000)")
+    embed.add_argument(
+        "--shard-rows",
+        type=int,
+        default=None,
+        help="rows per Parquet shard, at least (default 10000)",
+    )
     embed.add_argument("--include-text", action="store_true", help="store the chunk text")
     embed.add_argument("--strict", action="store_true", help="stop at the first bad record")
-    embed.add_argument("--overwrite", action="store_true",
-                       help="rebuild the output (and sink) instead of resuming")
+    embed.add_argument(
+        "--overwrite", action="store_true", help="rebuild the output (and sink) instead of resuming"
+    )
     embed.add_argument("--no-progress", action="store_true", help="no progress bar")
     _model_flags(embed)
     search = commands.add_parser("search", help="nearest chunks of a query")
-    search.add_argument("--index", required=True,
-                        help="an output folder of `embed`, lancedb:PATH (or a LanceDB folder), "
-                        "or a postgresql:// DSN (the pgvector sink's)")
+    search.add_argument(
+        "--index",
+        required=True,
+        help="an output folder of `embed`, lancedb:PATH (or a LanceDB folder), "
+        "or a postgresql:// DSN (the pgvector sink's)",
+    )
     search.add_argument("--query", required=True)
     search.add_argument("--k", type=int, default=10)
-    search.add_argument("--prompt-name", default=None,
-                        help="default: the model's 'query' prompt when it has one")
+    search.add_argument(
+        "--prompt-name", default=None, help="default: the model's 'query' prompt when it has one"
+    )
     _model_flags(search)
     return parser  # fmt: skip
 

@@ -1,13 +1,13 @@
 """The columns of every output row (Parquet shards and sinks alike).
 
-    id           string   the row's id: the document id, or "<doc_id>#<chunk_index>" when
-                          chunking is on (--chunk-tokens)
-    doc_id       string   the document's id (--id-field, else a stable id from the input)
-    chunk_index  int32    0-based index of the chunk within its document
-    char_start   int64    the chunk's first character in the document text (Python str index)
-    char_end     int64    one past its last character
-    text         string   the chunk's text (only with --include-text)
-    vector       fixed_size_list<float32>[dim]
+id           string   the row's id: the document id, or "<doc_id>#<chunk_index>" when
+                      chunking is on (--chunk-tokens)
+doc_id       string   the document's id (--id-field, else a stable id from the input)
+chunk_index  int32    0-based index of the chunk within its document
+char_start   int64    the chunk's first character in the document text (Python str index)
+char_end     int64    one past its last character
+text         string   the chunk's text (only with --include-text)
+vector       fixed_size_list<float32>[dim]
 """
 
 from __future__ import annotations

@@ -166,9 +166,7 @@ class EmbeddingEngine:
     def tokenize(
         self, texts: list[str], truncate: bool, direction: str = "right", prompt: str = ""
     ) -> list[TokenizedText]:
-        if prompt:
-            texts = [prompt + text for text in texts]
-        return self.tokenizer.encode(texts, truncate=truncate, direction=direction)
+        return self.tokenizer.encode(texts, truncate=truncate, direction=direction, prompt=prompt)
 
     async def embed(
         self,

@@ -51,11 +51,17 @@ class ModelTokenizer:
         return tok
 
     def encode(
-        self, texts: list[str], truncate: bool = True, direction: str = "right"
+        self, texts: list[str], truncate: bool = True, direction: str = "right", prompt: str = ""
     ) -> list[TokenizedText]:
-        """Tokenise; with truncate=False an input over the limit raises TextTooLongError."""
+        """Tokenise `prompt + text` for each text; with truncate=False an input over the
+        limit raises TextTooLongError. Truncation cuts the text, never the prompt: with
+        direction "left" the text's start is cut after the prompt's tokens (unless the
+        prompt alone does not fit, when the ordinary left truncation applies)."""
+        if prompt:
+            texts = [prompt + text for text in texts]
         if self.lowercase:
             texts = [t.lower() for t in texts]
+            prompt = prompt.lower()
         full = self._full.encode_batch(texts, add_special_tokens=True)
         out: list[TokenizedText] = []
         clipped_indices = []
@@ -65,12 +71,38 @@ class ModelTokenizer:
                     raise TextTooLongError(index, len(enc.ids), self.max_length)
                 clipped_indices.append(index)
             out.append(TokenizedText(enc.ids, enc.type_ids, len(enc.ids)))
+        if clipped_indices and prompt and direction == "left":
+            for index in list(clipped_indices):
+                kept = self._cut_after_prompt(full[index], len(prompt))
+                if kept is not None:
+                    out[index] = kept
+                    clipped_indices.remove(index)
         if clipped_indices:
             tok = self._left if direction == "left" else self._right
             clipped = tok.encode_batch([texts[i] for i in clipped_indices], add_special_tokens=True)
             for index, enc in zip(clipped_indices, clipped):
                 out[index] = TokenizedText(enc.ids, enc.type_ids, out[index].full_length)
         return out
+
+    def _cut_after_prompt(self, enc, prompt_chars: int) -> TokenizedText | None:
+        """`enc` (special tokens, prompt, text, special tokens) cut to max_length by dropping
+        the text's first tokens; None when the prompt and special tokens alone do not fit.
+        Prompt tokens: those ending within the first `prompt_chars` characters."""
+        special, n = enc.special_tokens_mask, len(enc.ids)
+        head = 0
+        while head < n and special[head]:
+            head += 1
+        tail = n
+        while tail > head and special[tail - 1]:
+            tail -= 1
+        prompt_end = head
+        while prompt_end < tail and enc.offsets[prompt_end][1] <= prompt_chars:
+            prompt_end += 1
+        room = self.max_length - prompt_end - (n - tail)  # text tokens that fit
+        if room < 0:
+            return None
+        keep = list(range(prompt_end)) + list(range(tail - room, n))
+        return TokenizedText([enc.ids[i] for i in keep], [enc.type_ids[i] for i in keep], n)
 
     @property
     def vocab_size(self) -> int:

@@ -166,3 +166,45 @@ def test_protected_ops_need_the_key(cache_dir):
     with running(settings) as client:
         assert client.get("/metrics").status_code == 401
         assert client.get("/metrics", headers={"Authorization": "Bearer k"}).status_code == 200
+
+
+def test_left_truncation_keeps_the_prompt(bundled_model, tmp_path, cache_dir, st_model):
+    """truncation_direction Left on a model with prompts: the text's start is cut, the
+    prompt kept (issue 25: the prompt used to be cut off with the text's start)."""
+    folder = tmp_path / "prompted"
+    shutil.copytree(bundled_model, folder)
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    config["prompts"] = {"query": "query: "}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    text = "alpha " * 300 + "omega"  # 301 one-token words, over the 256-token maximum
+    body = {"inputs": text, "prompt_name": "query", "truncation_direction": "Left"}
+    with running(Settings(_env_file=None, cache_dir=cache_dir, model=str(folder))) as client:
+        got = np.asarray(client.post("/embed", json=body).json()[0])
+        right = client.post("/embed", json={**body, "truncation_direction": "Right"}).json()[0]
+    # [CLS] query : <the last 252 words> [SEP] = 256 tokens
+    kept = "query: " + "alpha " * 251 + "omega"
+    assert np.allclose(got, st_model.encode(kept), atol=1e-4)
+    without_prompt = st_model.encode("alpha " * 253 + "omega")  # what Left gave before
+    assert not np.allclose(got, without_prompt, atol=1e-3)
+    # Right truncation keeps the prompt as before
+    assert np.allclose(right, st_model.encode("query: " + "alpha " * 252), atol=1e-4)
+
+
+def test_left_truncation_keeps_the_e5_prompt(tmp_path):
+    """The same on multilingual-e5's sentencepiece tokenizer (`query: ` -> ▁que ry :)."""
+    pytest.importorskip("semantra_multilingual")
+    from service.engine.tokenizer import ModelTokenizer
+    from training.students.e5_offline import build_tokenizer, default_tokenizer_path
+
+    build_tokenizer(default_tokenizer_path()).save_pretrained(tmp_path)
+    tokenizer = ModelTokenizer(tmp_path, 32)
+    text = "hello world " * 40 + "the end"
+    tokens = tokenizer.tokens(["query: " + text])[0]  # /tokenize's view, with byte offsets
+    prompt = [t["id"] for t in tokens if not t["special"] and t["stop"] <= len("query: ")]
+    assert len(prompt) == 3  # ▁que ry :
+    kept = tokenizer.encode([text], truncate=True, direction="left", prompt="query: ")[0]
+    alone = tokenizer.encode(["query: " + text], truncate=True, direction="left")[0]
+    assert kept.length == 32 and kept.full_length == alone.full_length
+    assert kept.ids[1 : 1 + len(prompt)] == prompt  # the prompt survives
+    assert kept.ids[-3:] == alone.ids[-3:]  # the text's end, then </s>
+    assert alone.ids[1 : 1 + len(prompt)] != prompt  # cut without the prompt handling

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -158,12 +159,15 @@ def test_a_non_finite_vector_is_never_answered_200(bundled_model, onnx_file, set
 # ---------------------------------------------------------------- read-only caches
 
 
-def read_only(folder: Path, then: str) -> list[str]:
-    """Run the shell command `then` in a private mount namespace where `folder` is a
-    read-only bind mount of itself (what a Kubernetes readOnlyRootFilesystem or a read-only
-    volume gives; a chmod is not enough: root ignores permissions)."""
-    mount = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}"
-    return ["unshare", "-m", "sh", "-c", f"{mount} && {then}"]
+def read_only(folder: Path, then: str, *more: str) -> list[str]:
+    """Run the shell command `then` in a private mount namespace where `folder` (and the
+    folders `more`) are read-only bind mounts of themselves (what a Kubernetes
+    readOnlyRootFilesystem or a read-only volume gives; a chmod is not enough: root
+    ignores permissions)."""
+    mounts = [
+        f"mount --bind {path} {path} && mount -o remount,bind,ro {path}" for path in (folder, *more)
+    ]
+    return ["unshare", "-m", "sh", "-c", " && ".join([*mounts, then])]
 
 
 def service_command(*flags: str) -> str:
@@ -194,6 +198,66 @@ def start_failure(command: list[str], cache: Path, **env: str) -> tuple[int, str
     return done.returncode, done.stdout + done.stderr
 
 
+def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the server did not start: " + proc.communicate()[0][-3000:])
+        time.sleep(1)
+
+
+def test_an_empty_read_only_cache_serves_from_a_temporary_folder(tmp_path, read_only_mounts):
+    cache, temp = tmp_path / "cache", tmp_path / "tmp"
+    cache.mkdir()
+    temp.mkdir()
+    port = free_port()
+    service = f"{sys.executable} -m service --host 127.0.0.1 --port {port}"
+    env = {**os.environ, "EMBED_CACHE_DIR": str(cache), "TMPDIR": str(temp)}
+    env["EMBED_ONNX_FILE"] = "model.onnx"
+    proc = subprocess.Popen(
+        read_only(cache, f"exec {service}"),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(proc, url, 600)
+        info = httpx.get(f"{url}/info").json()
+        assert np.isfinite(embed(url)).all()
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=60)[0]
+    assert info["onnx_file"].startswith(str(temp / "polyglot-embed-cache"))
+    warning = next(line for line in output.splitlines() if "is not writable" in line)
+    assert "WARNING" in warning and f"EMBED_CACHE_DIR={cache}" in warning
+    assert "Read-only file system" in warning and "Traceback" not in output
+    assert not any(cache.iterdir())
+
+
+def test_no_writable_cache_nor_temporary_folder_is_one_line_naming_the_setting(
+    bundled_model, monkeypatch
+):
+    """Folders under /proc take no new files (for root too). A real start cannot show this
+    case: with no writable temporary folder at all, torch (imported by transformers) fails
+    to import before the service runs, so docs/operations.md says to mount one."""
+    import tempfile
+
+    from service.variants import prepare_onnx
+
+    monkeypatch.setattr(tempfile, "tempdir", "/proc/polyglot-embed-tmp")
+    with pytest.raises(artifacts.CacheNotWritableError) as failure:
+        prepare_onnx(bundled_model, bundled_model, Path("/proc/cache"), "model.onnx", "cpu")
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("the ONNX export cache EMBED_CACHE_DIR=/proc/cache is not writable")
+    assert "set EMBED_CACHE_DIR (--cache-dir) to a writable folder" in message
+
+
 def test_a_damaged_file_on_a_read_only_cache_stops_the_start_naming_it(
     filled_cache, read_only_mounts
 ):
@@ -205,3 +269,54 @@ def test_a_damaged_file_on_a_read_only_cache_stops_the_start_naming_it(
     errors = [line for line in output.splitlines() if "ERROR" in line]
     assert len(errors) == 1 and str(fp32) in errors[0] and "not writable" in errors[0], output
     assert "Traceback" not in output
+
+
+# ---------------------------------------------------------------- replicas on one cache
+
+
+@pytest.mark.slow
+def test_four_replicas_on_one_empty_cache_export_once_and_serve_the_same_file(tmp_path):
+    """4 servers started at once on one empty cache folder (a shared volume): one export
+    and one int8 build under the folder's lock, and every replica serves the same file."""
+    cache = tmp_path / "shared-cache"
+    env = {**os.environ, "EMBED_CACHE_DIR": str(cache), "EMBED_ONNX_FILE": "auto"}
+    ports = [free_port() for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [
+                "nice",
+                "-n",
+                "10",
+                sys.executable,
+                "-m",
+                "service",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for port in ports
+    ]
+    try:
+        infos = []
+        for proc, port in zip(procs, ports):
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(proc, url, 900)
+            infos.append(httpx.get(f"{url}/info").json())
+    finally:
+        for proc in procs:
+            proc.terminate()
+        outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    logs = "\n".join(outputs)
+    exports = [line for line in logs.splitlines() if "artifacts: exported " in line]
+    builds = [line for line in logs.splitlines() if "per-token int8:" in line]
+    assert len(exports) == 1, exports
+    assert len(builds) == 1, builds
+    keys = ("onnx_file", "source_fingerprint", "variant_reason", "model_dtype")
+    assert all({k: i[k] for k in keys} == {k: infos[0][k] for k in keys} for i in infos), infos
+    assert not list(cache.rglob("*.partial"))

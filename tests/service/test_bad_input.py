@@ -109,7 +109,12 @@ def test_server_still_healthy_after_bad_input(strict_client):
 
 RAW_CASES = [
     # (raw body, status, words in the message)
-    (b'{"inputs": "caf\xe9 au lait"}', 400, ["not valid JSON"]),  # Latin-1 byte, not UTF-8
+    # a Latin-1 byte, not UTF-8: the message names the byte and its offset
+    (
+        b'{"inputs": "caf\xe9 au lait"}',
+        400,
+        ["not valid JSON", "not UTF-8", "0xe9", "byte offset 15", "invalid continuation byte"],
+    ),
     (b'{"inputs": "lone \\ud800 surrogate"}', 400, ["not valid JSON"]),
     (b'{"inputs": ' + b'"a", ' * 3 + b"}", 400, ["not valid JSON"]),
 ]
@@ -155,3 +160,44 @@ def test_chunked_body_over_limit_is_413(strict_client):
         "/embed", content=chunks(), headers={"content-type": "application/json"}
     )
     assert response.status_code == 413
+
+
+INVISIBLE_ONLY = [
+    "\u0000",  # NUL
+    "\u0000\u0000 \u0000",
+    "\ufeff",  # BOM
+    "\u200b\u200c\u200d",  # zero-width space, non-joiner, joiner
+    "\u0001\u0007\u001b\u007f",  # control characters
+    "\u2060\u00ad \t\n",  # word joiner, soft hyphen, whitespace
+    "\u2028\u2029",  # line and paragraph separators
+]
+
+
+@pytest.mark.parametrize("text", INVISIBLE_ONLY)
+def test_text_of_only_invisible_characters_is_empty_on_every_route(strict_client, text):
+    """Answered as whitespace-only text is (422; 400 under /v1/), never embedded."""
+    bodies = [
+        ("/embed", {"inputs": text}),
+        ("/embed", {"inputs": ["fine", text]}),
+        ("/", {"inputs": text}),
+        ("/embed_all", {"inputs": text}),
+        ("/tokenize", {"inputs": text}),
+        ("/similarity", {"inputs": {"source_sentence": text, "sentences": ["b"]}}),
+        ("/similarity", {"inputs": {"source_sentence": "a", "sentences": [text]}}),
+        ("/v1/embeddings", {"input": text}),
+        ("/v1/embeddings", {"input": ["fine", text]}),
+    ]
+    for route, body in bodies:
+        response = strict_client.post(route, json=body)
+        whitespace = strict_client.post(route, json=_replace(body, text, "   "))
+        assert response.status_code == whitespace.status_code, (route, response.text)
+        assert response.status_code == (400 if route.startswith("/v1/") else 422)
+        assert "whitespace" in response.text, response.text
+
+
+def _replace(body, old: str, new: str):
+    if isinstance(body, dict):
+        return {k: _replace(v, old, new) for k, v in body.items()}
+    if isinstance(body, list):
+        return [_replace(v, old, new) for v in body]
+    return new if body == old else body

@@ -78,6 +78,4 @@ def open_sink(spec: str) -> Sink:
         from service.bulk.sinks.pgvector import PgvectorSink
 
         return PgvectorSink(spec)
-    raise ValueError(
-        f"--sink {spec!r}: expected lancedb:PATH or a postgresql://user@host/db DSN"
-    )
+    raise ValueError(f"--sink {spec!r}: expected lancedb:PATH or a postgresql://user@host/db DSN")
