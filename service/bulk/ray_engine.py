@@ -9,9 +9,8 @@
 Without `--ray-address` a local Ray cluster starts in this process; with it the job joins
 that cluster (`ray start --head` on one node, `ray start --address HEAD:6379` on the
 others; every node needs this package installed). Actor pool: one actor per GPU with
-`num_gpus=1` on GPU clusters; on CPU clusters up to (cluster CPUs - 1) actors of
-`cpus_per_actor` CPUs each (one CPU left to the readers), each running ONNX Runtime with
-that many threads.
+`num_gpus=1` on GPU clusters; on CPU clusters up to (cluster CPUs - 1) / cpus_per_actor
+actors (one CPU left to the readers), each running ONNX Runtime on CPUs / actors threads.
 
 Differences from the local engine (docs/indexing.md): --id-field is required for JSONL /
 Parquet / CSV input (Ray's readers do not number rows), a malformed record stops the run
@@ -123,18 +122,21 @@ def read_dataset(config):
     return dataset.union(*datasets[1:]) if len(datasets) > 1 else dataset
 
 
-def actor_pool(cpus_per_actor: int = 1) -> dict:
-    """map_batches arguments sizing the actor pool to the cluster: one actor per GPU, else
-    up to (CPUs - 1) / cpus_per_actor actors (one CPU left to the readers)."""
+def actor_pool(cpus_per_actor: int = 1) -> tuple[dict, int]:
+    """(map_batches arguments, ONNX Runtime threads per actor) sizing the actor pool to the
+    cluster: one actor per GPU, else up to (CPUs - 1) / cpus_per_actor actors (one CPU left
+    to the readers), each running ONNX Runtime on its share of the cluster's cores
+    (CPUs / actors, at least cpus_per_actor: on a 2-core machine one actor on 2 threads)."""
     import ray
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus:
-        return {"concurrency": gpus, "num_gpus": 1}
+        return {"concurrency": gpus, "num_gpus": 1}, 0
     cpus = int(resources.get("CPU", 1))
     actors = max(1, (cpus - 1) // cpus_per_actor)
-    return {"concurrency": (1, actors), "num_cpus": cpus_per_actor}
+    threads = max(cpus_per_actor, cpus // actors)
+    return {"concurrency": (1, actors), "num_cpus": cpus_per_actor}, threads
 
 
 def run_ray(config, cpus_per_actor: int = 1) -> dict:
@@ -153,12 +155,12 @@ def run_ray(config, cpus_per_actor: int = 1) -> dict:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in input order
     context.enable_progress_bars = False
-    pool = actor_pool(cpus_per_actor)
+    pool, threads = actor_pool(cpus_per_actor)
     settings = dict(config.settings)
     if "num_gpus" in pool:
         settings["device"] = "cuda"
     else:
-        settings.setdefault("intra_op_threads", cpus_per_actor)
+        settings.setdefault("intra_op_threads", threads)
     driver = BatchEmbedder(Settings(**settings), config.options)  # meta + schema, and checks
     meta, schema = driver.meta(), driver.schema
     driver.close()
