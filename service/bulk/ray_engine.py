@@ -30,7 +30,7 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, EmbedOptions
-from service.bulk.output import ShardWriter, Totals
+from service.bulk.output import ResumeError, ShardWriter, Totals
 from service.bulk.readers import CSV_DELIMITERS, InputError, _kind, input_files
 from service.bulk.sinks import open_sink
 from service.config import Settings
@@ -140,18 +140,31 @@ def actor_pool(cpus_per_actor: int = 1) -> tuple[dict, int]:
 
 
 def run_ray(config, cpus_per_actor: int = 1) -> dict:
-    """The job on Ray (see the module docstring); returns the summary."""
+    """The job on Ray (see the module docstring); returns the summary. Joins the cluster
+    at config.ray_address, else starts a local one (stopped at the end); when Ray is
+    already initialised in this process, runs there."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started_here = not ray.is_initialized()
+    if started_here:
+        if config.ray_address:
+            ray.init(address=config.ray_address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        return _run_on_cluster(config, cpus_per_actor)
+    finally:
+        if started_here:
+            ray.shutdown()  # disconnect; a local cluster started here stops
+
+
+def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     import ray
 
     from service.bulk.job import make_summary
     from service.bulk.output import ResumeState
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        if config.ray_address:
-            ray.init(address=config.ray_address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in input order
     context.enable_progress_bars = False
@@ -182,7 +195,7 @@ def run_ray(config, cpus_per_actor: int = 1) -> dict:
                 sink.close()
             return writer.manifest.get("summary", {})
         if state.shards:
-            raise RuntimeError(
+            raise ResumeError(
                 f"{config.output}: a run stopped after {state.shards} shards; --engine ray "
                 "does not resume: rerun with --overwrite, or finish it with --engine local"
             )
