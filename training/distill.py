@@ -38,18 +38,23 @@ DEV_SEED = 42
 # ---------------------------------------------------------------- setup
 
 
-def setup_logging(output: Path) -> None:
-    """Log to stderr and `output/train.log`, replacing the handlers an earlier run in this
-    process added (a second `run()` would otherwise log every line twice, and into the
-    first run's train.log)."""
+def setup_logging(output: Path, rank: int = 0) -> None:
+    """Log to stderr and (the main process, `rank` 0) `output/train.log`, replacing the
+    handlers an earlier run in this process added (a second `run()` would otherwise log
+    every line twice, and into the first run's train.log). Other processes of a
+    multi-process run prefix their lines with their rank."""
     output.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    prefix = f"[rank {rank}] " if rank else ""
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in [h for h in root.handlers if getattr(h, "polyglot_distill", False)]:
         root.removeHandler(handler)
         handler.close()
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(output / "train.log")):
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if rank == 0:
+        handlers.append(logging.FileHandler(output / "train.log"))
+    for handler in handlers:
         handler.setFormatter(fmt)
         handler.polyglot_distill = True
         root.addHandler(handler)
@@ -111,6 +116,7 @@ def prepare_student(
     `distinct_texts(fit_texts)` (read from or written to `cache_dir`; the projection fit
     encodes from them and the trainer's input pipeline reuses them; else None). Stops
     (SystemExit) on a poor fit unless --allow-poor-projection."""
+    from training import distributed
     from training import student as st
     from training.input_pipeline import cached_token_ids, distinct_texts
     from training.projection import poor_fit_message
@@ -119,7 +125,8 @@ def prepare_student(
     model.max_seq_length = config.max_seq_length
     tokens = None
     if config.pretokenize:  # the ids depend only on the tokenizer and max_seq_length
-        tokens = cached_token_ids(model, distinct_texts(fit_texts), cache_dir)
+        with distributed.main_first():  # the main process writes the cache, the others read it
+            tokens = cached_token_ids(model, distinct_texts(fit_texts), cache_dir)
     if config.student_layers:
         st.reduce_layers(model, config.student_layers)
     if config.freeze_embeddings and config.student != "teacher":
@@ -131,19 +138,23 @@ def prepare_student(
     dense = fit = None
     if projection == "lstsq":
         dense = st.insert_projection(model, teacher_dim)
-        fit = st.fit_projection(
-            model,
-            dense,
-            fit_texts,
-            fit_targets,
-            fit_groups,
-            ridge=config.projection_ridge,
-            heldout_share=config.projection_heldout,
-            max_samples=config.projection_max_samples,
-            seed=config.seed,
-            dev=dev,
-            tokens=tokens,
-        )
+        if distributed.is_main():  # fitted once; the other processes receive the fit
+            fit = st.fit_projection(
+                model,
+                dense,
+                fit_texts,
+                fit_targets,
+                fit_groups,
+                ridge=config.projection_ridge,
+                heldout_share=config.projection_heldout,
+                max_samples=config.projection_max_samples,
+                seed=config.seed,
+                dev=dev,
+                tokens=tokens,
+            )
+        fit = distributed.broadcast(fit)
+        if not distributed.is_main():
+            st.set_projection(dense, fit.w, fit.b)
         if fit.poor and not config.allow_poor_projection:
             raise SystemExit(poor_fit_message(fit))
         if fit.poor:
@@ -185,6 +196,7 @@ def run(config: DistillConfig) -> Path:
     from sentence_transformers import SentenceTransformer
 
     from training import data as data_mod
+    from training import distributed
     from training.checkpoints import latest_valid_checkpoint
     from training.evaluate import markdown_table, resolve_data_dir
     from training.evaluators import training_evaluators
@@ -193,10 +205,18 @@ def run(config: DistillConfig) -> Path:
     from training.trainer import train_student
 
     output = config.output
-    setup_logging(output)
-    started = time.time()
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
+    processes = distributed.start(device)
+    setup_logging(output, processes.process_index)
+    started = time.time()
+    if processes.num_processes > 1:
+        log.info(
+            "process %d of %d (%s); the main process alone writes the outputs",
+            processes.process_index,
+            processes.num_processes,
+            processes.distributed_type,
+        )
     languages = parse_languages(config.languages)
     teacher_id = config.teacher or default_teacher()
     log.info("device %s, precision %s, teacher %s", device, precision, teacher_id)
@@ -218,14 +238,18 @@ def run(config: DistillConfig) -> Path:
             f"--languages {config.languages} to measure the dev MSE on"
         )
     log.info("training pairs by language: %s (%d skipped)", dict(train.languages()), train.skipped)
-    resume_from = latest_valid_checkpoint(output / CHECKPOINT_DIR) if config.resume else None
+    resume_from = None
+    if config.resume and distributed.is_main():  # the other processes take the same one
+        resume_from = latest_valid_checkpoint(output / CHECKPOINT_DIR)
+    resume_from = distributed.broadcast(resume_from)
     if config.resume and resume_from is None:
         log.warning("--resume: no checkpoint in %s yet; starting from the beginning", output)
 
     teacher = SentenceTransformer(teacher_id, device=device)
     english = list(dict.fromkeys(train.english() + (dev.english() if dev else [])))
     cache_dir = config.cache_dir or output.parent / ".teacher-cache"
-    vectors = teacher_embeddings(teacher, teacher_id, english, cache_dir)
+    with distributed.main_first():  # the main process encodes, the others read its cache
+        vectors = teacher_embeddings(teacher, teacher_id, english, cache_dir)
     targets = dict(zip(english, vectors))
     samples = train.training_samples()
     fit_texts = [text for text, _ in samples]
@@ -251,18 +275,22 @@ def run(config: DistillConfig) -> Path:
         dev_check,
         cache_dir,
     )
-    if config.save_start:  # the point a later `training.interpolate` can go back toward
+    main = distributed.is_main()
+    if config.save_start and main:  # the point a later `training.interpolate` can go back toward
         model.save(str(output / START_DIR))
         log.info("saved the student before training to %s", output / START_DIR)
-    start_state = wise_ft_start(model, config) if config.wise_ft_alpha is not None else None
+    start_state = None
+    if config.wise_ft_alpha is not None and main:
+        start_state = wise_ft_start(model, config)
     data_dir = resolve_data_dir(config.data)
     dev_triples = dev.triples if dev else None
     results: dict = {}
-    if not config.skip_eval_before and resume_from is None:
+    if not config.skip_eval_before and resume_from is None and main:
         evaluate_phase("teacher", teacher, config, data_dir, teacher, None, output, results)
         evaluate_phase(
             "student-before", model, config, data_dir, teacher, dev_triples, output, results
         )
+    distributed.wait_for_everyone()  # the others wait while the main process evaluates
 
     dataset, collator = build_inputs(
         model, samples, english, vectors, cache_dir, pretokenize=config.pretokenize, tokens=tokens
@@ -280,6 +308,9 @@ def run(config: DistillConfig) -> Path:
         collator=collator,
         evaluator=evaluator,
     )
+    if not main:  # the main process writes the model, evaluates and exports
+        distributed.finish()
+        return output
     if start_state is not None:
         wise_ft(model, config, start_state)
     model.save(str(output))
@@ -328,6 +359,7 @@ def run(config: DistillConfig) -> Path:
     write_model_card(output, summary, results)
     export_model(output, config.export, data_dir)
     log.info("done in %.1f min: %s", (time.time() - started) / 60, output)
+    distributed.finish()
     return output
 
 

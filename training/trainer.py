@@ -20,6 +20,7 @@ from sentence_transformers import SentenceTransformerTrainer, losses
 from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 from transformers import EarlyStoppingCallback, TrainerCallback
 
+from training import distributed
 from training.config import DistillConfig
 from training.evaluators import DEV_MSE_METRIC
 from training.input_pipeline import BucketSamplerFactory, PretokenizedCollator, default_workers
@@ -227,6 +228,7 @@ def training_arguments(
         eval_steps=config.eval_steps or None,
         logging_steps=config.logging_steps,
         report_to="none",
+        ddp_timeout=distributed.TIMEOUT_S,
         dataloader_drop_last=False,
         dataloader_num_workers=workers,
         dataloader_pin_memory=device == "cuda",
