@@ -45,7 +45,7 @@ from transformers import TrainerCallback
 def parallel_samples(n: int, data: str | None):
     """(text, english) samples of up to `n` German stsb train pairs (en and de sides)."""
     from training.data import read_sources
-    from training.evaluate import resolve_data_dir
+    from training.testsets import resolve_data_dir
 
     data_dir = resolve_data_dir(data)
     if data_dir is None:

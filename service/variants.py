@@ -26,6 +26,7 @@ import numpy as np
 from service import artifacts
 from service.artifacts import FP32_FILE, ONNX_SUBDIR, PER_TOKEN_INT8_FILE
 from service.engine.pipeline import ModelPipeline, onnx_pipeline
+from service.engine.pooling import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ CUDA_PREFERENCE = (artifacts.FP16_FILE, "model_O4.onnx")
 
 def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(mean, min) row-wise cosine of two [n, dim] arrays."""
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    cos = np.sum(a * b, axis=1)
+    cos = np.sum(l2_normalize(a) * l2_normalize(b), axis=1)
     return float(cos.mean()), float(cos.min())
 
 

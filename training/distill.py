@@ -31,8 +31,8 @@ from training.languages import parse_languages
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from training.evaluate import EvaluationResult
     from training.projection import ProjectionFit
+    from training.scores import EvaluationResult
 
 __all__ = [
     "DistillConfig",
@@ -321,10 +321,10 @@ def evaluate_phase(
     teacher=None,
     dev_pairs: list[tuple[str, str, str]] | None = None,
 ) -> EvaluationResult:
-    """`training.evaluation.evaluate_model` of `model`, written to `eval/<name>.json`.
+    """`training.scores.evaluate_model` of `model`, written to `eval/<name>.json`.
     `teacher` adds the cross-space figures, and with `dev_pairs` the MSE to it (leave both
     out to evaluate the teacher itself)."""
-    from training.evaluate import evaluate_model
+    from training.scores import evaluate_model
 
     started = time.time()
     result = evaluate_model(
@@ -456,7 +456,7 @@ def run(config: DistillConfig) -> Path:
     (`training.distributed`)."""
     from sentence_transformers import SentenceTransformer
 
-    from training.evaluate import resolve_data_dir
+    from training.testsets import resolve_data_dir
 
     config = resolve_config(config)
     output = config.output
