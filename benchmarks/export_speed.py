@@ -12,9 +12,9 @@ import json
 import shutil
 from pathlib import Path
 
-from training.evaluate import resolve_data_dir
 from training.export import PER_TOKEN, cpu_quantization_arch, export_variants
 from training.export_report import format_table
+from training.testsets import resolve_data_dir
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     from service.int8 import quantize_per_token
-    from training.evaluate import load_sts
+    from training.testsets import load_sts
 
     onnx_dir = args.model / "onnx"
     fp32 = onnx_dir / "model.onnx"
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def quality(encoder, texts: list[str], gold, reference) -> dict:
     """Invariance, cosine to the reference and STS Spearman x100 (en-en, en-de)."""
-    from training.evaluate import cosine_rows, spearman_x100
+    from training.metrics import cosine_rows, spearman_x100
 
     vectors = encoder.encode(texts)
     mean, minimum = cosine_stats(vectors, vectors if reference is None else reference)

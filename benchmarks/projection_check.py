@@ -16,10 +16,11 @@ import numpy as np
 from sentence_transformers import SentenceTransformer
 
 from training.data import ParallelCorpus, read_sources
-from training.evaluate import load_tatoeba, resolve_data_dir, retrieval_accuracy
 from training.languages import parse_languages
+from training.metrics import retrieval_accuracy
 from training.projection import fit_checked, r2_and_retrieval
 from training.student import default_student, pooled_model
+from training.testsets import load_tatoeba, resolve_data_dir
 
 
 def head(corpus: ParallelCorpus, n: int) -> ParallelCorpus:

@@ -13,22 +13,13 @@ import time
 import numpy as np
 from sentence_transformers import SentenceTransformer
 
+from service.engine.pooling import l2_normalize
 from training.data import read_sources
-from training.evaluate import (
-    cosine_rows,
-    load_sts,
-    load_tatoeba,
-    resolve_data_dir,
-    retrieval_accuracy,
-    spearman_x100,
-)
+from training.metrics import cosine_rows, retrieval_accuracy, spearman_x100
 from training.student import default_student, fit_linear_map, pooled_model
+from training.testsets import load_sts, load_tatoeba, resolve_data_dir
 
 RIDGES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-
-
-def unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"encoded {len(samples)} samples in {time.time() - started:.0f} s", flush=True)
     for ridge in RIDGES:
         w, b = fit_linear_map(x, y, ridge)
-        v = {name: unit(vectors @ w + b) for name, vectors in pooled_eval.items()}
+        v = {name: l2_normalize(vectors @ w + b) for name, vectors in pooled_eval.items()}
         print(
             f"ridge {ridge:g}: en-en {spearman_x100(cosine_rows(v['en1'], v['en2']), gold):.1f} "
             f"en-de {spearman_x100(cosine_rows(v['en1'], v['de2']), gold):.1f} "

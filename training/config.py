@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# `--student teacher`: the student starts as a copy of the teacher (tested only in
+# `DistillConfig.copies_teacher`)
+TEACHER_COPY = "teacher"
+
 
 @dataclass
 class DistillConfig:
@@ -127,6 +131,31 @@ class DistillConfig:
             raise ValueError(
                 "--early-stopping-patience needs --dev (parallel dev data): it stops on the "
                 "dev MSE (student(xx) against teacher(en))"
+            )
+
+    @property
+    def copies_teacher(self) -> bool:
+        """Whether the student starts as a copy of the teacher (`--student teacher`)."""
+        return self.student == TEACHER_COPY
+
+    @property
+    def student_source(self) -> str | None:
+        """What `training.student.load_student` loads: the teacher's path or id for a copy
+        of the teacher (needs `teacher` resolved, `training.distill.resolve_config`), else
+        `--student` (None: the offline e5 student)."""
+        if self.copies_teacher:
+            if not self.teacher:
+                raise ValueError("--student teacher needs the teacher resolved first")
+            return self.teacher
+        return self.student
+
+    def check_resolved(self) -> None:
+        """ValueError unless device and precision were resolved (no "auto" left), as
+        `training.distill.resolve_config` does before the trainer takes the config."""
+        if self.device == "auto" or self.precision == "auto":
+            raise ValueError(
+                f"device {self.device!r} / precision {self.precision!r}: resolve the config "
+                "first (training.distill.resolve_config)"
             )
 
     @classmethod

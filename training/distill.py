@@ -10,18 +10,39 @@ win. See docs/training.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from training import distributed
 from training.config import DistillConfig, build_parser, parse_args, ridge_value
+from training.data import ParallelCorpus
 from training.languages import parse_languages
 
-__all__ = ["DistillConfig", "build_parser", "main", "parse_args", "ridge_value", "run"]
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from training.projection import ProjectionFit
+    from training.scores import EvaluationResult
+
+__all__ = [
+    "DistillConfig",
+    "build_parser",
+    "main",
+    "parse_args",
+    "resolve_config",
+    "ridge_value",
+    "run",
+]
 
 log = logging.getLogger("training.distill")
 CHECKPOINT_DIR = "checkpoints"
@@ -38,18 +59,23 @@ DEV_SEED = 42
 # ---------------------------------------------------------------- setup
 
 
-def setup_logging(output: Path) -> None:
-    """Log to stderr and `output/train.log`, replacing the handlers an earlier run in this
-    process added (a second `run()` would otherwise log every line twice, and into the
-    first run's train.log)."""
+def setup_logging(output: Path, rank: int = 0) -> None:
+    """Log to stderr and (the main process, `rank` 0) `output/train.log`, replacing the
+    handlers an earlier run in this process added (a second `run()` would otherwise log
+    every line twice, and into the first run's train.log). Other processes of a
+    multi-process run prefix their lines with their rank."""
     output.mkdir(parents=True, exist_ok=True)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    prefix = f"[rank {rank}] " if rank else ""
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for handler in [h for h in root.handlers if getattr(h, "polyglot_distill", False)]:
         root.removeHandler(handler)
         handler.close()
-    for handler in (logging.StreamHandler(sys.stderr), logging.FileHandler(output / "train.log")):
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if rank == 0:
+        handlers.append(logging.FileHandler(output / "train.log"))
+    for handler in handlers:
         handler.setFormatter(fmt)
         handler.polyglot_distill = True
         root.addHandler(handler)
@@ -92,58 +118,181 @@ def hardware_summary(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (CPU)"
 
 
-# ---------------------------------------------------------------- pipeline
+def resolve_config(config: DistillConfig) -> DistillConfig:
+    """A copy of `config` with every "auto" and default that depends on the machine or the
+    student decided: `device` (cpu or cuda), `precision` (fp32, fp16 or bf16), `teacher`
+    (the bundled model when not given) and `projection` (none for a copy of the teacher,
+    else lstsq). The phases below take this copy. SystemExit on a device or precision this
+    machine does not have."""
+    device = resolve_device(config.device)
+    projection = config.projection
+    if projection == "auto":
+        projection = "none" if config.copies_teacher else "lstsq"
+    return dataclasses.replace(
+        config,
+        device=device,
+        precision=resolve_precision(config.precision, device),
+        teacher=config.teacher or default_teacher(),
+        projection=projection,
+    )
+
+
+# ---------------------------------------------------------------- phases
+
+
+@dataclass
+class RunData:
+    """The parallel data of a run: `train` and the `--dev` sample (None without --dev)."""
+
+    train: ParallelCorpus
+    dev: ParallelCorpus | None
+
+    @property
+    def dev_triples(self) -> list[tuple[str, str, str]] | None:
+        return self.dev.triples if self.dev else None
+
+
+@dataclass
+class Targets:
+    """The teacher's vectors and the student's training rows built from them."""
+
+    english: list[str]  # every distinct English sentence of train and dev
+    vectors: np.ndarray  # float32 [len(english), teacher dim]
+    samples: list[tuple[str, str]]  # (text, its English sentence): one training row each
+    # the projection's dev check: (translations, teacher vectors [n, dim], English), or None
+    dev_check: tuple[list[str], np.ndarray | None, list[str]] | None
+
+    def of(self, sentences: list[str]) -> np.ndarray:
+        """Teacher vectors [len(sentences), dim] of English sentences of this run."""
+        row = {sentence: i for i, sentence in enumerate(self.english)}
+        return self.vectors[[row[s] for s in sentences]]
+
+
+@dataclass
+class Student:
+    """The student ready to train: the model, its projection (`dense`, None without one),
+    the projection's fit (None without one) and the token ids of its training texts
+    (`training.input_pipeline.TokenizedTexts`, None without --pretokenize)."""
+
+    model: SentenceTransformer
+    dense: object | None
+    fit: ProjectionFit | None
+    tokens: object | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Where the evaluations read their data and write their results (`eval/NAME.json`)."""
+
+    data_dir: Path
+    languages: list[str]
+    folder: Path
+
+
+def read_data(config: DistillConfig) -> RunData:
+    """The training pairs and the `--dev` sample (data first: a bad file or language fails
+    before any model is loaded). SystemExit when early stopping has no dev pairs."""
+    from training import data
+
+    languages = parse_languages(config.languages)
+    train = data.read_sources(
+        config.train, languages, config.max_pairs_per_language, seed=config.seed
+    )
+    dev = None
+    if config.dev:
+        dev = data.read_sources(
+            config.dev, languages, DEV_PAIRS_PER_LANGUAGE, split="dev", seed=DEV_SEED
+        )
+    if config.early_stopping_patience and not any(lang != "en" for *_, lang in dev.triples):
+        raise SystemExit(
+            "--early-stopping-patience: the --dev data has no non-English pairs in "
+            f"--languages {config.languages} to measure the dev MSE on"
+        )
+    log.info("training pairs by language: %s (%d skipped)", dict(train.languages()), train.skipped)
+    return RunData(train, dev)
+
+
+def resume_checkpoint(config: DistillConfig) -> Path | None:
+    """With `--resume`, the checkpoint to continue from (chosen by the main process, the
+    same in every process); None without --resume or when there is none yet."""
+    from training.checkpoints import latest_valid_checkpoint
+
+    chosen = None
+    if config.resume and distributed.is_main():
+        chosen = latest_valid_checkpoint(config.output / CHECKPOINT_DIR)
+        if chosen is None:
+            log.warning(
+                "--resume: no checkpoint in %s yet; starting from the beginning", config.output
+            )
+    return distributed.broadcast(chosen)
+
+
+def teacher_targets(config: DistillConfig, teacher, data: RunData, cache_dir: Path) -> Targets:
+    """The teacher's vectors of every English sentence (from the cache in `cache_dir`,
+    written by the main process) and the training rows (text, English)."""
+    from training.teacher_cache import teacher_embeddings
+
+    english = list(dict.fromkeys(data.train.english() + (data.dev.english() if data.dev else [])))
+    with distributed.main_first():  # the main process encodes, the others read its cache
+        vectors = teacher_embeddings(teacher, config.teacher, english, cache_dir)
+    targets = Targets(english, vectors, data.train.training_samples(), None)
+    if data.dev:
+        pairs = data.dev.training_samples(include_english=False)
+        targets.dev_check = (
+            [text for text, _ in pairs],
+            targets.of([e for _, e in pairs]) if pairs else None,
+            [e for _, e in pairs],
+        )
+    return targets
 
 
 def prepare_student(
-    config: DistillConfig,
-    teacher,
-    teacher_id: str,
-    device: str,
-    fit_texts,
-    fit_targets,
-    fit_groups,
-    dev=None,
-    cache_dir: Path | None = None,
-):
-    """The student, its projection (None without one), the projection's held-out check
-    (None without one) and, with --pretokenize, the student's token ids of
-    `distinct_texts(fit_texts)` (read from or written to `cache_dir`; the projection fit
-    encodes from them and the trainer's input pipeline reuses them; else None). Stops
-    (SystemExit) on a poor fit unless --allow-poor-projection."""
+    config: DistillConfig, teacher, targets: Targets, cache_dir: Path | None = None
+) -> Student:
+    """The student of a resolved `config`: loaded (or copied from the teacher), cut to
+    `--student-layers`, embeddings frozen, and with `--projection lstsq` a projection
+    into the teacher's space fitted in closed form (by the main process; the others set
+    the same weights). With --pretokenize the token ids of the training texts are read
+    from or written to `cache_dir` (the projection fit encodes from them, the trainer's
+    input pipeline reuses them). SystemExit on a poor fit unless --allow-poor-projection,
+    or when the student's dimension is not the teacher's."""
     from training import student as st
     from training.input_pipeline import cached_token_ids, distinct_texts
     from training.projection import poor_fit_message
 
-    model = st.load_student(config.student, teacher_id, device)
+    model = st.load_student(config.student_source, config.device)
     model.max_seq_length = config.max_seq_length
+    texts = [text for text, _ in targets.samples]
     tokens = None
     if config.pretokenize:  # the ids depend only on the tokenizer and max_seq_length
-        tokens = cached_token_ids(model, distinct_texts(fit_texts), cache_dir)
+        with distributed.main_first():  # the main process writes the cache, the others read it
+            tokens = cached_token_ids(model, distinct_texts(texts), cache_dir)
     if config.student_layers:
         st.reduce_layers(model, config.student_layers)
-    if config.freeze_embeddings and config.student != "teacher":
+    if config.freeze_embeddings and not config.copies_teacher:
         log.info("froze %d word-embedding weights", st.freeze_embeddings(model))
-    projection = config.projection
-    if projection == "auto":
-        projection = "none" if config.student == "teacher" else "lstsq"
     teacher_dim = st.embedding_dimension(teacher)
     dense = fit = None
-    if projection == "lstsq":
+    if config.projection == "lstsq":
         dense = st.insert_projection(model, teacher_dim)
-        fit = st.fit_projection(
-            model,
-            dense,
-            fit_texts,
-            fit_targets,
-            fit_groups,
-            ridge=config.projection_ridge,
-            heldout_share=config.projection_heldout,
-            max_samples=config.projection_max_samples,
-            seed=config.seed,
-            dev=dev,
-            tokens=tokens,
-        )
+        if distributed.is_main():  # fitted once; the other processes receive the fit
+            groups = [e for _, e in targets.samples]
+            fit = st.fit_projection(
+                model,
+                dense,
+                texts,
+                targets.of(groups),
+                groups,
+                ridge=config.projection_ridge,
+                heldout_share=config.projection_heldout,
+                max_samples=config.projection_max_samples,
+                seed=config.seed,
+                dev=targets.dev_check,
+                tokens=tokens,
+            )
+        fit = distributed.broadcast(fit)
+        if not distributed.is_main():
+            st.set_projection(dense, fit.w, fit.b)
         if fit.poor and not config.allow_poor_projection:
             raise SystemExit(poor_fit_message(fit))
         if fit.poor:
@@ -154,145 +303,109 @@ def prepare_student(
             f"student dimension {student_dim} != teacher dimension {teacher_dim}: "
             "use --projection lstsq (or auto) to map the student into the teacher's space"
         )
-    return model, dense, fit, tokens
+    return Student(model, dense, fit, tokens)
+
+
+def evaluation_of(config: DistillConfig, data_dir: Path | None) -> Evaluation | None:
+    """Where this run evaluates; None with --skip-eval or without a data folder."""
+    if config.skip_eval or data_dir is None:
+        return None
+    languages = parse_languages(config.eval_languages or config.languages)
+    return Evaluation(data_dir, languages, config.output / "eval")
 
 
 def evaluate_phase(
-    name, model, config: DistillConfig, data_dir, teacher, dev_triples, output, results
-):
-    from training.evaluate import evaluate_model
+    name: str,
+    model,
+    evaluation: Evaluation,
+    teacher=None,
+    dev_pairs: list[tuple[str, str, str]] | None = None,
+) -> EvaluationResult:
+    """`training.scores.evaluate_model` of `model`, written to `eval/<name>.json`.
+    `teacher` adds the cross-space figures, and with `dev_pairs` the MSE to it (leave both
+    out to evaluate the teacher itself)."""
+    from training.scores import evaluate_model
 
-    if config.skip_eval or data_dir is None:
-        return
     started = time.time()
-    languages = parse_languages(config.eval_languages or config.languages)
     result = evaluate_model(
-        model,
-        data_dir,
-        languages,
-        teacher=teacher if name != "teacher" else None,
-        dev_pairs=dev_triples if name != "teacher" else None,
+        model, evaluation.data_dir, evaluation.languages, teacher=teacher, dev_pairs=dev_pairs
     )
-    results[name] = result
-    (output / "eval").mkdir(parents=True, exist_ok=True)
-    (output / "eval" / f"{name}.json").write_text(json.dumps(result.to_dict(), indent=2))
+    evaluation.folder.mkdir(parents=True, exist_ok=True)
+    (evaluation.folder / f"{name}.json").write_text(json.dumps(result.to_dict(), indent=2))
     log.info("evaluated %s in %.0f s", name, time.time() - started)
+    return result
 
 
-def run(config: DistillConfig) -> Path:
-    """The whole distillation; returns the output folder."""
-    import numpy as np
-    from sentence_transformers import SentenceTransformer
+def evaluate_before(
+    evaluation: Evaluation, teacher, student, dev_pairs
+) -> dict[str, EvaluationResult]:
+    """The teacher and the untrained student (after the projection fit)."""
+    return {
+        "teacher": evaluate_phase("teacher", teacher, evaluation),
+        "student-before": evaluate_phase(
+            "student-before", student, evaluation, teacher=teacher, dev_pairs=dev_pairs
+        ),
+    }
 
-    from training import data as data_mod
-    from training.checkpoints import latest_valid_checkpoint
-    from training.evaluate import markdown_table, resolve_data_dir
+
+def train_phase(
+    config: DistillConfig,
+    student: Student,
+    targets: Targets,
+    teacher,
+    data: RunData,
+    data_dir: Path | None,
+    resume_from: Path | None,
+    cache_dir: Path,
+) -> dict:
+    """Train `student.model` in place (every process its share of the batches); returns
+    the trainer's figures for run.json (`training.trainer.train_student`)."""
     from training.evaluators import training_evaluators
     from training.input_pipeline import build_inputs
-    from training.teacher_cache import teacher_embeddings
     from training.trainer import train_student
 
-    output = config.output
-    setup_logging(output)
-    started = time.time()
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    languages = parse_languages(config.languages)
-    teacher_id = config.teacher or default_teacher()
-    log.info("device %s, precision %s, teacher %s", device, precision, teacher_id)
-
-    # Data first: a bad file or language fails before any model is loaded.
-    train = data_mod.read_sources(
-        config.train, languages, config.max_pairs_per_language, seed=config.seed
-    )
-    dev = (
-        data_mod.read_sources(
-            config.dev, languages, DEV_PAIRS_PER_LANGUAGE, split="dev", seed=DEV_SEED
-        )
-        if config.dev
-        else None
-    )
-    if config.early_stopping_patience and not any(lang != "en" for *_, lang in dev.triples):
-        raise SystemExit(
-            "--early-stopping-patience: the --dev data has no non-English pairs in "
-            f"--languages {config.languages} to measure the dev MSE on"
-        )
-    log.info("training pairs by language: %s (%d skipped)", dict(train.languages()), train.skipped)
-    resume_from = latest_valid_checkpoint(output / CHECKPOINT_DIR) if config.resume else None
-    if config.resume and resume_from is None:
-        log.warning("--resume: no checkpoint in %s yet; starting from the beginning", output)
-
-    teacher = SentenceTransformer(teacher_id, device=device)
-    english = list(dict.fromkeys(train.english() + (dev.english() if dev else [])))
-    cache_dir = config.cache_dir or output.parent / ".teacher-cache"
-    vectors = teacher_embeddings(teacher, teacher_id, english, cache_dir)
-    targets = dict(zip(english, vectors))
-    samples = train.training_samples()
-    fit_texts = [text for text, _ in samples]
-    fit_targets = np.stack([targets[e] for _, e in samples])
-    fit_groups = [e for _, e in samples]
-    dev_check = None
-    if dev:
-        dev_pairs = dev.training_samples(include_english=False)
-        dev_check = (
-            [text for text, _ in dev_pairs],
-            np.stack([targets[e] for _, e in dev_pairs]) if dev_pairs else None,
-            [e for _, e in dev_pairs],
-        )
-
-    model, dense, fit, tokens = prepare_student(
-        config,
-        teacher,
-        teacher_id,
-        device,
-        fit_texts,
-        fit_targets,
-        fit_groups,
-        dev_check,
-        cache_dir,
-    )
-    if config.save_start:  # the point a later `training.interpolate` can go back toward
-        model.save(str(output / START_DIR))
-        log.info("saved the student before training to %s", output / START_DIR)
-    start_state = wise_ft_start(model, config) if config.wise_ft_alpha is not None else None
-    data_dir = resolve_data_dir(config.data)
-    dev_triples = dev.triples if dev else None
-    results: dict = {}
-    if not config.skip_eval_before and resume_from is None:
-        evaluate_phase("teacher", teacher, config, data_dir, teacher, None, output, results)
-        evaluate_phase(
-            "student-before", model, config, data_dir, teacher, dev_triples, output, results
-        )
-
     dataset, collator = build_inputs(
-        model, samples, english, vectors, cache_dir, pretokenize=config.pretokenize, tokens=tokens
+        student.model,
+        targets.samples,
+        targets.english,
+        targets.vectors,
+        cache_dir,
+        pretokenize=config.pretokenize,
+        tokens=student.tokens,
     )
-    evaluator = training_evaluators(teacher, dev, data_dir, config) if config.eval_steps else None
-    stats = train_student(
-        model,
+    evaluator = None
+    if config.eval_steps:  # the stsb dev split is read even with --skip-eval
+        evaluator = training_evaluators(teacher, data.dev, data_dir, config)
+    return train_student(
+        student.model,
         dataset,
         config,
-        output / CHECKPOINT_DIR,
-        device,
-        precision,
-        dense,
+        config.output / CHECKPOINT_DIR,
+        student.dense,
         resume_from,
         collator=collator,
         evaluator=evaluator,
     )
-    if start_state is not None:
-        wise_ft(model, config, start_state)
-    model.save(str(output))
-    evaluate_phase("student", model, config, data_dir, teacher, dev_triples, output, results)
-    wall = time.time() - started
-    summary = {
+
+
+def run_summary(
+    config: DistillConfig,
+    data: RunData,
+    targets: Targets,
+    student: Student,
+    stats: dict,
+    wall_seconds: float,
+) -> dict:
+    """eval/run.json: what was trained on, with which settings, on what, how fast."""
+    train, dev = data.train, data.dev
+    return {
         "command": "python -m training.distill " + " ".join(config.argv),
         "data": [str(source) for source in config.train],
-        "teacher": teacher_id,
+        "teacher": config.teacher,
         "student": config.student or "multilingual-e5-small (offline rebuild)",
         "languages": dict(train.languages()),
         "skipped_lines": train.skipped,
-        "samples": len(samples),
+        "samples": len(targets.samples),
         "sampling": (
             f"at most {config.max_pairs_per_language} pairs per language, drawn at random "
             f"(seed {config.seed})"
@@ -309,25 +422,90 @@ def run(config: DistillConfig) -> Path:
             if dev
             else None
         ),
-        "projection_fit": fit.summary() if fit else None,
+        "projection_fit": student.fit.summary() if student.fit else None,
         "settings": config.to_dict(),
-        "device": device,
-        "precision": precision,
-        "hardware": hardware_summary(device),
-        "wall_time_s": round(wall, 1),
+        "device": config.device,
+        "precision": config.precision,
+        "hardware": hardware_summary(config.device),
+        "wall_time_s": round(wall_seconds, 1),
         **stats,
     }
+
+
+def write_outputs(
+    config: DistillConfig, summary: dict, results: dict[str, EvaluationResult], data_dir
+) -> None:
+    """eval/run.json, eval/results.md (printed), the model card and the ONNX export."""
+    from training.card import write_model_card
+    from training.evaluate import markdown_table
+
+    output = config.output
     (output / "eval").mkdir(exist_ok=True)
     (output / "eval" / "run.json").write_text(json.dumps(summary, indent=2))
     if results:
         table = markdown_table(results)
         (output / "eval" / "results.md").write_text(table + "\n")
         print(table)
-    from training.card import write_model_card
-
     write_model_card(output, summary, results)
     export_model(output, config.export, data_dir)
+
+
+def run(config: DistillConfig) -> Path:
+    """The whole distillation; returns the output folder. Under torchrun / accelerate
+    launch every process trains its share and the main process alone writes
+    (`training.distributed`)."""
+    from sentence_transformers import SentenceTransformer
+
+    from training.testsets import resolve_data_dir
+
+    config = resolve_config(config)
+    output = config.output
+    processes = distributed.start(config.device)
+    setup_logging(output, processes.process_index)
+    started = time.time()
+    if processes.num_processes > 1:
+        log.info(
+            "process %d of %d (%s); the main process alone writes the outputs",
+            processes.process_index,
+            processes.num_processes,
+            processes.distributed_type,
+        )
+    log.info("device %s, precision %s, teacher %s", config.device, config.precision, config.teacher)
+    data = read_data(config)
+    resume_from = resume_checkpoint(config)
+    cache_dir = config.cache_dir or output.parent / ".teacher-cache"
+    teacher = SentenceTransformer(config.teacher, device=config.device)
+    targets = teacher_targets(config, teacher, data, cache_dir)
+    student = prepare_student(config, teacher, targets, cache_dir)
+    main = distributed.is_main()
+    if config.save_start and main:  # the point a later `training.interpolate` can go back to
+        student.model.save(str(output / START_DIR))
+        log.info("saved the student before training to %s", output / START_DIR)
+    start_state = None
+    if config.wise_ft_alpha is not None and main:
+        start_state = wise_ft_start(student.model, config)
+    data_dir = resolve_data_dir(config.data)  # also the export report's STS data
+    evaluation = evaluation_of(config, data_dir)
+    results: dict[str, EvaluationResult] = {}
+    if evaluation and not config.skip_eval_before and resume_from is None and main:
+        results = evaluate_before(evaluation, teacher, student.model, data.dev_triples)
+    distributed.wait_for_everyone()  # the others wait while the main process evaluates
+    stats = train_phase(config, student, targets, teacher, data, data_dir, resume_from, cache_dir)
+    if not main:  # the main process writes the model, evaluates and exports
+        del student, teacher, targets  # no model held while waiting
+        distributed.finish()
+        return output
+    if start_state is not None:
+        wise_ft(student.model, config, start_state)
+    student.model.save(str(output))
+    if evaluation:
+        results["student"] = evaluate_phase(
+            "student", student.model, evaluation, teacher=teacher, dev_pairs=data.dev_triples
+        )
+    summary = run_summary(config, data, targets, student, stats, time.time() - started)
+    write_outputs(config, summary, results, data_dir)
     log.info("done in %.1f min: %s", (time.time() - started) / 60, output)
+    distributed.finish()
     return output
 
 

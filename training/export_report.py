@@ -38,13 +38,14 @@ def throughput(encoder, sentences: list[str], batch_size: int, seconds: float = 
 
 
 def sts_spearman(encoder, data_dir: Path, language: str = "en", limit: int = 500) -> float:
-    from training.evaluate import cosine_rows, load_sts, spearman_x100
+    from training.metrics import sts_spearman
+    from training.testsets import load_sts
 
     s1, s2, gold = load_sts(data_dir, "en", limit=limit)
     if language != "en":
         _, s2, _ = load_sts(data_dir, language, limit=limit)
     vectors = encoder.encode(s1 + s2, batch_size=64)
-    return spearman_x100(cosine_rows(vectors[: len(s1)], vectors[len(s1) :]), gold)
+    return sts_spearman(vectors[: len(s1)], vectors[len(s1) :], gold)
 
 
 def measure_variants(

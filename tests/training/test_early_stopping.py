@@ -57,16 +57,20 @@ def test_conflicting_flags_are_errors_naming_the_flag(tmp_path, capsys):
 def test_training_arguments_track_the_dev_mse_and_save_at_every_evaluation(tmp_path, caplog):
     config = DistillConfig(
         output=tmp_path, train=["a"], dev=["d"], eval_steps=5, save_steps=200,
-        early_stopping_patience=2,
+        early_stopping_patience=2, device="cpu", precision="fp32",
     )  # fmt: skip
-    args = training_arguments(config, tmp_path / "ckpt", "cpu", "fp32", has_eval=True)
+    args = training_arguments(config, tmp_path / "ckpt", has_eval=True)
     assert args.load_best_model_at_end and args.greater_is_better  # negative MSE
     assert args.metric_for_best_model == f"eval_{DEV_MSE_METRIC}" == "eval_dev_negative_mse"
     assert args.save_steps == 5 and args.eval_steps == 5
     assert "--save-steps 200 -> 5" in caplog.text
-    plain = DistillConfig(output=tmp_path, train=["a"], eval_steps=5, save_steps=200)
-    args = training_arguments(plain, tmp_path / "ckpt", "cpu", "fp32", has_eval=True)
+    plain = DistillConfig(
+        output=tmp_path, train=["a"], eval_steps=5, save_steps=200, device="cpu", precision="fp32"
+    )
+    args = training_arguments(plain, tmp_path / "ckpt", has_eval=True)
     assert args.save_steps == 200 and not args.load_best_model_at_end
+    with pytest.raises(ValueError, match="resolve the config first"):
+        training_arguments(DistillConfig(output=tmp_path, train=["a"]), tmp_path, has_eval=False)
 
 
 def test_stored_patience_counter(tmp_path):

@@ -5,15 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.evaluate import (
-    CachedEncoder,
-    cosine_rows,
-    evaluate_model,
-    markdown_table,
-    mse_x100,
-    retrieval_accuracy,
-    spearman_x100,
-)
+from training.evaluate import markdown_table
+from training.metrics import cosine_rows, mse_x100, retrieval_accuracy, spearman_x100
+from training.scores import CachedEncoder, evaluate_model
 
 
 def test_spearman_on_hand_made_ranks():
@@ -47,7 +41,7 @@ def test_teacher_evaluation_on_shared_data(st_model, data_dir):
 
 
 def test_markdown_table_with_every_group():
-    from training.evaluate import EvaluationResult
+    from training.scores import EvaluationResult
 
     full = EvaluationResult(sts={"en-en": 80.0, "en-de": 70.0}, sts_cross_space={"en-de": 60.0},
                             tatoeba={"deu->eng": 90.0}, tatoeba_cross_space={"deu->eng": 85.0},
@@ -81,7 +75,7 @@ def test_retrieval_accuracy_with_gold_indices():
 def test_parse_parallel_dev_names():
     from pathlib import Path
 
-    from training.evaluate import parse_parallel_dev
+    from training.testsets import parse_parallel_dev
 
     assert parse_parallel_dev("docs=corpus/cpu-recipe") == ("docs", Path("corpus/cpu-recipe"))
     assert parse_parallel_dev("corpus/cpu-recipe") == ("cpu-recipe", Path("corpus/cpu-recipe"))
@@ -104,7 +98,7 @@ def _corpus_folder(root, dev_rows, train_rows=(("Train only sentence here.", "Nu
 
 def test_load_parallel_dev_reads_the_dev_split_only(tmp_path):
     from training.data import DataError
-    from training.evaluate import load_parallel_dev
+    from training.testsets import load_parallel_dev
 
     rows = [("Open the file menu.", "Öffnen Sie das Menü Datei."), ("Save it.", "Speichern.")]
     corpus = _corpus_folder(tmp_path / "corpus", rows)
@@ -130,7 +124,7 @@ class _TableEncoder:
 
 
 def test_parallel_set_retrieval_both_spaces_and_mse():
-    from training.evaluate import evaluate_parallel_set
+    from training.scores import evaluate_parallel_set
 
     model = _TableEncoder({
         "One.": [1, 0, 0, 0], "Two.": [0, 1, 0, 0], "Three.": [0, 0, 1, 0],

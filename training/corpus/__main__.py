@@ -11,8 +11,8 @@ from pathlib import Path
 from training.corpus.build import DEFAULT_SOURCES, SOURCES, BuildConfig, build, default_fetcher
 from training.corpus.debian import DEFAULT_CACHE, PackageError, update_indexes
 from training.corpus.filters import FilterConfig
-from training.evaluate import resolve_data_dir
 from training.languages import parse_languages
+from training.testsets import resolve_data_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
