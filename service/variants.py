@@ -26,6 +26,7 @@ import numpy as np
 from service import artifacts
 from service.artifacts import FP32_FILE, ONNX_SUBDIR, PER_TOKEN_INT8_FILE
 from service.engine.pipeline import ModelPipeline, onnx_pipeline
+from service.int8 import WEIGHT_LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def build_per_token_int8(
     fp32.close()
     row = check_variant(model_dir, target, reference, "cpu")
     row["reference"] = FP32_FILE
+    row["weight_levels"] = WEIGHT_LEVELS
     artifacts.merge_report(target_dir, {PER_TOKEN_INT8_FILE: row}, fingerprint)
     log.info(
         "built %s in %.1f s: min cosine to fp32 %.5f, batch invariance %.7f, %s",
@@ -231,7 +233,10 @@ def choose_variant(
         target_dir = artifacts.export_target(model_dir, cache_root, fingerprint)
         row = artifacts.report_variants(target_dir, fingerprint).get(PER_TOKEN_INT8_FILE)
         built = row and artifacts.is_fresh(target_dir / PER_TOKEN_INT8_FILE, fingerprint)
-        if not built:  # a file that failed its check for these weights is not rebuilt
+        # a file that failed its check for these weights is not rebuilt, unless an older
+        # quantiser (8-bit weights, which saturate on AVX2) built it
+        built = built and row.get("weight_levels") == WEIGHT_LEVELS
+        if not built:
             try:
                 row = build_per_token_int8(model_dir, fp32_dir, target_dir, fingerprint)
             except Exception as exc:  # noqa: BLE001 - an old onnxruntime, an odd graph: fp32
