@@ -4,6 +4,7 @@ same texts, so the machine's drift hits every backend alike.
 
     python -m benchmarks.kernels [--batches 1,8,32,64] [--seconds 1.5] [--rounds 3]
         [--backends onnx-fp32,onnx-int8,torch,onnx-fp32-spin] [--data ../shared/data]
+    python -m benchmarks.kernels --window 256 [--overheads 4,16,64]   # the batcher's cut
 
 Backends: onnx-fp32 (model.onnx as served), onnx-int8 (the per-token int8 file),
 onnx-fp32-spin (model.onnx with ORT's idle worker threads spinning), torch (fp32). Prints the
@@ -80,6 +81,56 @@ def parity(pipelines: dict, corpus: list[str], reference: str = "onnx-fp32") -> 
     return out
 
 
+def plan_figures(
+    pipelines: dict,
+    corpus: list[str],
+    window: int,
+    overheads: list[int],
+    seconds: float,
+    rounds: int,
+) -> list[dict]:
+    """The batcher's cut of a window, timed: shuffled windows of `window` texts run as one
+    sorted batch (`one`) or as `plan_batches` cuts them with each per-call overhead in
+    `overheads` (padded tokens), interleaved per round. sentences/s per (backend, plan)."""
+    import random
+
+    from service.engine.batcher import BatchLimits, WorkItem, plan_batches
+
+    limits = BatchLimits(16384, 256, 0.0, 100_000)
+    texts = list(corpus)
+    random.Random(0).shuffle(texts)
+    tokens = next(iter(pipelines.values())).tokenizer.encode(texts)
+    windows = [tokens[i : i + window] for i in range(0, len(tokens) - window + 1, window)]
+    plans: dict[str, list[list[list]]] = {"one": [[sorted(w, key=lambda t: t.length)]
+                                                  for w in windows]}  # fmt: skip
+    for overhead in overheads:
+        plans[f"cut-{overhead}"] = [
+            [[it.text for it in b] for b in plan_batches([WorkItem(t, None, 0, 0.0) for t in w],
+                                                         limits, overhead)]
+            for w in windows
+        ]  # fmt: skip
+    rates: dict[tuple[str, str], list[float]] = {}
+    for round_ in range(rounds):
+        for name, pipeline in pipelines.items():
+            for plan, cut in plans.items() if round_ % 2 == 0 else list(plans.items())[::-1]:
+                done, index, began = 0, round_, time.perf_counter()
+                while time.perf_counter() - began < seconds:
+                    for batch in cut[index % len(cut)]:
+                        pipeline.encoder.embed(batch)
+                    done, index = done + window, index + 1
+                rates.setdefault((name, plan), []).append(done / (time.perf_counter() - began))
+    rows = []
+    for (name, plan), values in rates.items():
+        batches = sum(len(c) for c in plans[plan]) / len(plans[plan])
+        rows.append({"backend": name, "window": window, "plan": plan,
+                     "batches_per_window": round(batches, 2),
+                     "sentences_per_s": round(statistics.median(values), 1),
+                     "per_round": [round(v, 1) for v in values]})  # fmt: skip
+        print(f"window {window} {name:12s} {plan:8s} {batches:5.1f} batches "
+              f"{statistics.median(values):7.1f} sent/s  {[round(v) for v in values]}")  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     from service.engine.pipeline import build_pipeline
 
@@ -89,6 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--length", choices=["short", "passage"], default="short")
     p.add_argument("--seconds", type=float, default=1.5, help="per (backend, batch, round)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--window", type=int, help="time the batcher's cut of windows this large "
+                   "instead (one sorted batch against plan_batches)")  # fmt: skip
+    p.add_argument("--overheads", default="4,16,64", help="per-call overheads for --window")
     p.add_argument("--data")
     p.add_argument("--output", type=Path, default=RESULTS / "kernels.json")
     args = p.parse_args(argv)
@@ -96,6 +150,12 @@ def main(argv: list[str] | None = None) -> None:
     names = args.backends.split(",")
     pipelines = {n: build_pipeline(model, lambda spec, n=n: make_backend(n, model)) for n in names}
     corpus = load_texts(args.length, args.data)
+    if args.window:
+        overheads = [int(x) for x in args.overheads.split(",")]
+        rows = plan_figures(pipelines, corpus, args.window, overheads, args.seconds, args.rounds)
+        save_report(args.output, "benchmarks.kernels", argv, rows, seconds=args.seconds,
+                    rounds=args.rounds)  # fmt: skip
+        return
     sizes = [int(b) for b in args.batches.split(",")]
     batches = {s: sorted_batches(pipelines[names[0]], corpus, s) for s in sizes}
     for pipeline in pipelines.values():  # warm-up
