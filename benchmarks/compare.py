@@ -149,7 +149,8 @@ def contenders(
         ),  # fmt: skip
     }
     if baseline is not None:
-        out["ours-baseline"] = (["env", f"PYTHONPATH={Path(baseline).resolve()}", *ours], "/embed")
+        tree = Path(baseline).resolve()  # run from there: `-m` puts the cwd first on sys.path
+        out["ours-baseline"] = (["env", "-C", str(tree), f"PYTHONPATH={tree}", *ours], "/embed")
     binary = infinity_binary(infinity_venv)
     if binary is not None:
         out["infinity"] = (
