@@ -244,3 +244,37 @@ async def test_batches_of_a_window_run_back_to_back_while_the_event_loop_is_busy
     assert (await first.future)[:, 0].tolist() == [4] * 64
     assert (await second.future)[:, 0].tolist() == [60] * 64
     await batcher.stop()
+
+
+async def test_abort_drops_the_batches_of_a_window_not_yet_started():
+    """abort() fails every request of the window; the batch inside the inference thread runs
+    to its end there, and the window's later batches, already handed to the thread, never
+    run."""
+    import threading
+
+    from service.engine.batcher import ShuttingDownError
+
+    gate, entered = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        entered.set()
+        gate.wait(5)
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    limits = BatchLimits(max_batch_tokens=16384, max_batch_size=256, max_wait_s=0.05,
+                         max_queued_inputs=10_000)  # fmt: skip
+    batcher = Batcher(embed, limits)
+    batcher.start()
+    short = batcher.submit([TokenizedText([1] * 4, [0] * 4, 4) for _ in range(32)])
+    long = batcher.submit([TokenizedText([1] * 60, [0] * 60, 60) for _ in range(32)])
+    await asyncio.to_thread(entered.wait, 5)
+    assert await batcher.abort("stopping") == 2
+    gate.set()
+    await asyncio.sleep(0.3)  # time for a wrongly kept batch to reach the thread
+    assert calls == [32]
+    for request in (short, long):
+        with pytest.raises(ShuttingDownError):
+            await request.future
+    await batcher.stop()
