@@ -115,21 +115,31 @@ def plan_batches(
     if len(ordered) <= 1:
         return [ordered] if ordered else []
     lengths = np.fromiter((it.text.length for it in ordered), np.int64, len(ordered))
-    best = np.zeros(len(ordered) + 1)  # best[end]: cost of the first `end` texts
-    start_of = np.zeros(len(ordered) + 1, dtype=np.int64)
-    for end in range(1, len(ordered) + 1):
+    capped = len(ordered) > limits.max_batch_size or (
+        len(ordered) * int(lengths[-1]) > limits.max_batch_tokens
+    )
+    # Where a batch may end: after any text when a cap can bind; else only after the last
+    # text of each length (a cut inside a run of equal lengths moves to its end at no cost),
+    # which keeps the programme small: a few dozen distinct lengths, not hundreds of texts.
+    changes = np.flatnonzero(lengths[1:] != lengths[:-1]) + 1
+    ends = np.arange(1, len(ordered) + 1) if capped else np.append(changes, len(ordered))
+    points = np.concatenate(([0], ends))  # batch boundaries, as text offsets
+    best = np.zeros(len(points))  # best[j]: cost of the texts before points[j]
+    start_of = np.zeros(len(points), dtype=np.int64)  # index into points
+    for j in range(1, len(points)):
+        end = int(points[j])
         width = int(lengths[end - 1])  # the longest of any batch ending here
-        most = max(1, min(limits.max_batch_size, limits.max_batch_tokens // width, end))
-        starts = np.arange(end - most, end)
-        totals = best[starts] + overhead_tokens + width * (end - starts)
+        most = max(1, min(limits.max_batch_size, limits.max_batch_tokens // width))
+        first = int(np.searchsorted(points, end - most))  # the earliest start allowed
+        starts = points[first:j]
+        totals = best[first:j] + overhead_tokens + width * (end - starts)
         pick = int(np.argmin(totals))  # ties: the earliest start, the larger batch
-        best[end], start_of[end] = totals[pick], starts[pick]
+        best[j], start_of[j] = totals[pick], first + pick
     batches: list[list[WorkItem]] = []
-    end = len(ordered)
-    while end > 0:
-        start = int(start_of[end])
-        batches.append(ordered[start:end])
-        end = start
+    j = len(points) - 1
+    while j > 0:
+        batches.append(ordered[int(points[start_of[j]]) : int(points[j])])
+        j = int(start_of[j])
     return batches[::-1]
 
 

@@ -278,3 +278,29 @@ async def test_abort_drops_the_batches_of_a_window_not_yet_started():
         with pytest.raises(ShuttingDownError):
             await request.future
     await batcher.stop()
+
+
+def test_plan_batches_is_the_cheapest_cut():
+    """Against an exhaustive O(n^2) search over every cut of the sorted window (padded
+    tokens + the per-call overhead), with and without caps that bind."""
+
+    def cheapest(lengths, overhead, limits):
+        lengths, best = sorted(lengths), [0.0] + [float("inf")] * len(lengths)
+        for end in range(1, len(lengths) + 1):
+            for start in range(end):
+                size, width = end - start, lengths[end - 1]
+                if size <= limits.max_batch_size and size * width <= limits.max_batch_tokens:
+                    best[end] = min(best[end], best[start] + overhead + width * size)
+        return best[-1]
+
+    rng = random.Random(5)
+    for case in range(200):
+        lengths = [rng.randint(1, rng.choice([5, 20, 60])) for _ in range(rng.randint(2, 40))]
+        overhead = rng.choice([0, 4, 16, 64])
+        limits = BatchLimits(rng.choice([60, 200, 10**6]), rng.choice([3, 10, 1000]), 0, 10**6)
+        batches = plan_batches([_item(n) for n in lengths], limits, overhead)
+        cost = sum(overhead + max(it.text.length for it in b) * len(b) for b in batches)
+        assert cost == cheapest(lengths, overhead, limits), (case, lengths, overhead)
+        assert all(len(b) <= limits.max_batch_size for b in batches)
+        assert all(max(it.text.length for it in b) * len(b) <= limits.max_batch_tokens
+                   for b in batches)  # fmt: skip
