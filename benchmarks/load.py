@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -165,6 +166,10 @@ async def run_load(
     if host not in LOOPBACK:
         raise ValueError(f"load tests target loopback only, not {host}")
     corpus = load_texts(length, data)
+    # a fixed shuffle: a short run (a slow server) sees the corpus's mix of lengths, not
+    # only its first sentences, and every contender gets the same requests in the same order
+    random.Random(0).shuffle(corpus)
+    corpus = corpus * -(-inputs // max(len(corpus), 1))  # at least one request's worth
     batches = itertools.cycle(
         [corpus[i : i + inputs] for i in range(0, len(corpus) - inputs + 1, inputs)]
     )

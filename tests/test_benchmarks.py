@@ -236,3 +236,50 @@ def test_device_wheels_are_pinned_as_in_the_lock():
     assert {"fastapi", "uvicorn", "pydantic-settings", "orjson", "pyzmq"} <= dict(wheels).keys()
     for name, version in wheels:
         assert lock.get(name) == version, f"{name}=={version}, lock: {lock.get(name)}"
+
+
+def test_compare_summary_ratios_and_grid():
+    """The interleaved comparison's table: means over rounds per point and contender, the
+    ratio to infinity-emb and the service's share of the in-process pipeline ceiling."""
+    from benchmarks.compare import markdown, parse_grid, summary
+
+    point = {"concurrency": 32, "inputs_per_request": 8, "length": "short"}
+    rows = [
+        {**point, "contender": "ours-default", "sentences_per_s": 300.0, "p50_ms": 400.0,
+         "p99_ms": 800.0, "server_cpu_percent": 190.0, "round": r}  # fmt: skip
+        for r in (1, 2)
+    ] + [
+        {**point, "contender": "infinity", "sentences_per_s": s, "p50_ms": 500.0,
+         "p99_ms": 900.0, "server_cpu_percent": 195.0, "round": r}  # fmt: skip
+        for r, s in ((1, 200.0), (2, 300.0))
+    ] + [
+        {**point, "contender": "pipeline-ceiling", "sentences_per_s": 400.0, "round": 1},
+        {**point, "contender": "naive", "error": "RuntimeError: exited"},
+    ]
+    table = {r["contender"]: r for r in summary(rows)}
+    assert set(table) == {"ours-default", "infinity", "pipeline-ceiling"}
+    assert table["infinity"]["sentences_per_s"] == 250.0
+    assert table["infinity"]["per_round"] == [200.0, 300.0]
+    assert table["ours-default"]["ratio_to_reference"] == 1.2
+    assert table["ours-default"]["share_of_ceiling"] == 0.75
+    assert table["pipeline-ceiling"]["ratio_to_reference"] is None
+    text = markdown(summary(rows))
+    row = "| 32 x 8 short | ours-default | 300.0 (300, 300) | 400.0 | 800.0 | 190.0 | 1.2 | 0.75 |"
+    assert row in text
+    assert parse_grid("32x8:short,8x8:passage") == [(32, 8, "short"), (8, 8, "passage")]
+    with pytest.raises(ValueError, match="CLIENTSxINPUTS"):
+        parse_grid("32:short")
+
+
+def test_compare_histogram_delta_padding_and_busy_share():
+    from benchmarks.compare import histogram_delta
+
+    before = {"1.0": 2, "+Inf": 2, "sum": 2, "count": 2, "padded_tokens": 20,
+              "input_tokens": 20, "inference_seconds": 1.0}  # fmt: skip
+    after = {"1.0": 2, "+Inf": 4, "sum": 66, "count": 4, "padded_tokens": 1220,
+             "input_tokens": 1020, "inference_seconds": 4.0}  # fmt: skip
+    delta = histogram_delta(before, after, seconds=4.0)
+    assert delta["batches"] == 2 and delta["mean_batch_size"] == 32
+    assert delta["padding_ratio"] == 1.2 and delta["inference_busy_share"] == 0.75
+    assert delta["batch_size_buckets"] == {"1.0": 0, "+Inf": 2}
+    assert histogram_delta({}, {}) == {}

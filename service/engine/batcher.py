@@ -1,12 +1,13 @@
 """Cross-request dynamic batching.
 
 Requests put their tokenised texts in one bounded queue. A single worker task takes a
-FIFO window of queued texts, sorts it by length (less padding) and cuts it into batches
-that respect the padded-token budget and the size cap; a batch closes early when the
-oldest text has waited `max_wait`. Inference runs in a dedicated thread, off the event
-loop. Every request gets its own vectors back in its own order; a failing batch fails
-only the requests that had texts in it.
-"""
+FIFO window of queued texts, sorts it by length and cuts it where the padding saved is
+worth one more inference call (`plan_batches`), within the padded-token budget and the size
+cap; a window closes early when the oldest text has waited `max_wait`. Inference runs in a
+dedicated thread, off the event loop, and every batch of a window is handed to it at once,
+so it runs them back to back without waiting for the event loop in between. Every request
+gets its own vectors back in its own order; a failing batch fails only the requests that had
+texts in it."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -83,24 +85,64 @@ class BatchStats:
     saturated: bool = False  # from a backlogged or large window: shows busy throughput
 
 
-def plan_batches(items: list[WorkItem], limits: BatchLimits) -> list[list[WorkItem]]:
-    """Sort by length and cut into batches with size <= max_batch_size and
-    longest * size <= max_batch_tokens (every single text fits: max_seq_length is
-    checked against the budget at start-up)."""
+# What one more inference call costs beyond its padded tokens, in padded tokens (the
+# backend's per-call overhead): `plan_batches` cuts a sorted window where the padding saved
+# exceeds it. Measured with `python -m benchmarks.kernels --window 256` (windows of 256
+# shuffled short texts, fp32 and per-token int8): 4, 16 and 64 all beat one sorted batch by
+# 2.5-4x, 16 was best for int8 and within 3 % of the best for fp32 (docs/benchmarks.md,
+# "Multi-input requests").
+BATCH_OVERHEAD_TOKENS = 16
+
+
+def plan_batches(
+    items: list[WorkItem], limits: BatchLimits, overhead_tokens: int = BATCH_OVERHEAD_TOKENS
+) -> list[list[WorkItem]]:
+    """Sort by length and cut into contiguous batches with size <= max_batch_size and
+    longest * size <= max_batch_tokens (every single text fits: max_seq_length is checked
+    against the budget at start-up), choosing the cuts that minimise the padded tokens
+    computed plus `overhead_tokens` per batch (an exact dynamic programme over the sorted
+    lengths, O(len(items) * max_batch_size) in numpy). A window of 256 short texts (5-46
+    tokens) padded as one sorted batch computes 2.2x its real tokens; cut this way, 1.02x."""
+    ordered = sorted(items, key=lambda it: it.text.length)
+    if len(ordered) <= 1:
+        return [ordered] if ordered else []
+    lengths = np.fromiter((it.text.length for it in ordered), np.int64, len(ordered))
+    capped = len(ordered) > limits.max_batch_size or (
+        len(ordered) * int(lengths[-1]) > limits.max_batch_tokens
+    )
+    # Where a batch may end: after any text when a cap can bind; else only after the last
+    # text of each length (a cut inside a run of equal lengths moves to its end at no cost),
+    # which keeps the programme small: a few dozen distinct lengths, not hundreds of texts.
+    changes = np.flatnonzero(lengths[1:] != lengths[:-1]) + 1
+    ends = np.arange(1, len(ordered) + 1) if capped else np.append(changes, len(ordered))
+    points = np.concatenate(([0], ends))  # batch boundaries, as text offsets
+    best = np.zeros(len(points))  # best[j]: cost of the texts before points[j]
+    start_of = np.zeros(len(points), dtype=np.int64)  # index into points
+    for j in range(1, len(points)):
+        end = int(points[j])
+        width = int(lengths[end - 1])  # the longest of any batch ending here
+        most = max(1, min(limits.max_batch_size, limits.max_batch_tokens // width))
+        first = int(np.searchsorted(points, end - most))  # the earliest start allowed
+        starts = points[first:j]
+        totals = best[first:j] + overhead_tokens + width * (end - starts)
+        pick = int(np.argmin(totals))  # ties: the earliest start, the larger batch
+        best[j], start_of[j] = totals[pick], first + pick
     batches: list[list[WorkItem]] = []
-    current: list[WorkItem] = []
-    for item in sorted(items, key=lambda it: it.text.length):
-        longest = max(item.text.length, current[-1].text.length if current else 0)
-        if current and (
-            len(current) + 1 > limits.max_batch_size
-            or longest * (len(current) + 1) > limits.max_batch_tokens
-        ):
-            batches.append(current)
-            current = []
-        current.append(item)
-    if current:
-        batches.append(current)
-    return batches
+    j = len(points) - 1
+    while j > 0:
+        batches.append(ordered[int(points[start_of[j]]) : int(points[j])])
+        j = int(start_of[j])
+    return batches[::-1]
+
+
+class InferenceResult(NamedTuple):
+    """One batch back from the inference thread: the items computed (its texts whose
+    requests still waited), their vectors, and when inference started and ended."""
+
+    items: list[WorkItem]
+    vectors: np.ndarray | list[np.ndarray]
+    started: float
+    ended: float
 
 
 def gather(results: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
@@ -384,46 +426,60 @@ class Batcher:
         while True:
             await self._wait_for_work()
             self._busy = True
+            submitted: list[tuple[list[WorkItem], asyncio.Future]] = []
             try:
                 window, saturated = self._window()
                 self._current = window
                 self._running_tokens = sum(it.text.length for it in window)
                 # work was ready from its oldest text's arrival (or the previous batch's end)
                 ready_at = min((it.enqueued for it in window), default=self.clock())
+                # every batch of the window goes to the inference thread at once: it runs
+                # them back to back, without waiting for this loop between two batches
                 for batch in plan_batches(window, self.limits):
-                    live = [it for it in batch if not it.request.finished]
-                    if live:
-                        await self._run_batch(loop, live, saturated, ready_at)
+                    future = loop.run_in_executor(self._executor, self._embed_in_thread, batch)
+                    submitted.append((batch, future))
+                for batch, future in submitted:
+                    await self._finish_batch(batch, future, saturated, ready_at)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the worker must outlive any bug in one round
                 log.exception("batcher round failed")
             finally:
+                for _, future in submitted:  # not started yet (abort): never runs
+                    future.cancel()
                 self._current = []
                 self._running_tokens = 0
                 self._busy = False
                 self._update_idle()
 
-    def _embed_in_thread(self, texts: list[TokenizedText]) -> np.ndarray:
+    def _embed_in_thread(self, batch: list[WorkItem]) -> InferenceResult | None:
+        """Run a batch's texts whose requests still wait (None when none does: all were
+        cancelled while it was queued for this thread). Runs in the inference thread."""
+        live = [it for it in batch if not it.request.finished]
+        if not live:
+            return None
         self._inference_running = True
+        started = self._batch_started = self.clock()
         try:
-            return self.embed_fn(texts)
+            vectors = self.embed_fn([it.text for it in live])
+            return InferenceResult(live, vectors, started, self.clock())
         finally:
             self._inference_running = False
 
-    async def _run_batch(
+    async def _finish_batch(
         self,
-        loop: asyncio.AbstractEventLoop,
         batch: list[WorkItem],
+        future: asyncio.Future,
         saturated: bool,
         ready_at: float,
     ) -> None:
-        texts = [it.text for it in batch]
-        started = self._batch_started = self.clock()
+        """Wait for one submitted batch and hand its vectors to their requests (or fail
+        them with BatchFailedError)."""
+        taken = sum(it.text.length for it in batch)
         try:
-            vectors = await loop.run_in_executor(self._executor, self._embed_in_thread, texts)
+            result = await future
         except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
-            self._running_tokens -= sum(t.length for t in texts)
+            self._running_tokens -= taken
             log.exception("inference failed for a batch of %d inputs", len(batch))
             self.on_failure(exc)
             error = BatchFailedError(f"inference failed: {type(exc).__name__}: {exc}")
@@ -431,9 +487,11 @@ class Batcher:
                 if not item.request.finished:
                     item.request.future.set_exception(error)
             return
-        ended = self.clock()
-        self._running_tokens -= sum(t.length for t in texts)
-        self._batch_started = ended
+        self._running_tokens -= taken
+        if result is None:
+            return
+        batch, vectors, started, ended = result
+        texts = [it.text for it in batch]
         # busy time includes the gap since the previous batch (result hand-out, the event
         # loop's other work): under load that gap is part of what each batch costs
         busy = ended - max(self._last_batch_end, ready_at)

@@ -180,3 +180,127 @@ async def test_quiet_hook_runs_once_after_the_work_stops():
     await asyncio.sleep(0.6)
     assert calls == [1, 1]
     await batcher.stop()
+
+
+def _padded(batches) -> int:
+    return sum(max(it.text.length for it in b) * len(b) for b in batches)
+
+
+def test_plan_batches_cuts_a_wide_window_where_padding_costs_more_than_a_call():
+    """256 short texts of two lengths: one batch would pad the short ones to the long
+    ones (8 x the real tokens of the short half); two length groups pad nothing."""
+    items = [_item(5) for _ in range(128)] + [_item(40) for _ in range(128)]
+    limits = BatchLimits(max_batch_tokens=16384, max_batch_size=256, max_wait_s=0,
+                         max_queued_inputs=10_000)  # fmt: skip
+    batches = plan_batches(items, limits)
+    assert [len(b) for b in batches] == [128, 128]
+    assert _padded(batches) == 128 * 5 + 128 * 40
+    same = plan_batches([_item(12) for _ in range(200)], limits)
+    assert [len(b) for b in same] == [200]  # nothing to save: one call
+
+
+def test_plan_batches_never_pads_more_than_one_sorted_batch():
+    rng = random.Random(2)
+    limits = BatchLimits(max_batch_tokens=16384, max_batch_size=256, max_wait_s=0,
+                         max_queued_inputs=10_000)  # fmt: skip
+    for size in (2, 8, 64, 256):
+        items = [_item(rng.randint(5, 46)) for _ in range(size)]
+        batches = plan_batches(items, limits)
+        assert sorted(it.text.length for b in batches for it in b) == sorted(
+            it.text.length for it in items
+        )
+        one = max(it.text.length for it in items) * size
+        assert _padded(batches) + 16 * len(batches) <= one + 16
+
+
+async def test_batches_of_a_window_run_back_to_back_while_the_event_loop_is_busy():
+    """Every batch of a window is handed to the inference thread at once: it goes on to the
+    next batch while the event loop is blocked (parsing, serialising), and each request
+    still gets its own vectors."""
+    import threading
+    import time
+
+    entered = threading.Event()
+    calls: list[tuple[int, float]] = []
+
+    def embed(texts):
+        calls.append((len(texts), time.monotonic()))
+        entered.set()
+        time.sleep(0.05)
+        return np.asarray([[t.length, 0.0] for t in texts], dtype=np.float32)
+
+    limits = BatchLimits(max_batch_tokens=16384, max_batch_size=256, max_wait_s=0.05,
+                         max_queued_inputs=10_000)  # fmt: skip
+    batcher = Batcher(embed, limits)
+    batcher.start()
+    short = [TokenizedText([1] * 4, [0] * 4, 4) for _ in range(64)]
+    long = [TokenizedText([1] * 60, [0] * 60, 60) for _ in range(64)]
+    first, second = batcher.submit(short), batcher.submit(long)
+    await asyncio.to_thread(entered.wait, 5)
+    time.sleep(0.3)  # the event loop is blocked: no batcher code runs meanwhile
+    unblocked = time.monotonic()
+    assert len(calls) == 2 and calls[1][1] < unblocked  # the second batch already ran
+    assert [n for n, _ in calls] == [64, 64]
+    assert (await first.future)[:, 0].tolist() == [4] * 64
+    assert (await second.future)[:, 0].tolist() == [60] * 64
+    await batcher.stop()
+
+
+async def test_abort_drops_the_batches_of_a_window_not_yet_started():
+    """abort() fails every request of the window; the batch inside the inference thread runs
+    to its end there, and the window's later batches, already handed to the thread, never
+    run."""
+    import threading
+
+    from service.engine.batcher import ShuttingDownError
+
+    gate, entered = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        entered.set()
+        gate.wait(5)
+        return np.zeros((len(texts), 2), dtype=np.float32)
+
+    limits = BatchLimits(max_batch_tokens=16384, max_batch_size=256, max_wait_s=0.05,
+                         max_queued_inputs=10_000)  # fmt: skip
+    batcher = Batcher(embed, limits)
+    batcher.start()
+    short = batcher.submit([TokenizedText([1] * 4, [0] * 4, 4) for _ in range(32)])
+    long = batcher.submit([TokenizedText([1] * 60, [0] * 60, 60) for _ in range(32)])
+    await asyncio.to_thread(entered.wait, 5)
+    assert await batcher.abort("stopping") == 2
+    gate.set()
+    await asyncio.sleep(0.3)  # time for a wrongly kept batch to reach the thread
+    assert calls == [32]
+    for request in (short, long):
+        with pytest.raises(ShuttingDownError):
+            await request.future
+    await batcher.stop()
+
+
+def test_plan_batches_is_the_cheapest_cut():
+    """Against an exhaustive O(n^2) search over every cut of the sorted window (padded
+    tokens + the per-call overhead), with and without caps that bind."""
+
+    def cheapest(lengths, overhead, limits):
+        lengths, best = sorted(lengths), [0.0] + [float("inf")] * len(lengths)
+        for end in range(1, len(lengths) + 1):
+            for start in range(end):
+                size, width = end - start, lengths[end - 1]
+                if size <= limits.max_batch_size and size * width <= limits.max_batch_tokens:
+                    best[end] = min(best[end], best[start] + overhead + width * size)
+        return best[-1]
+
+    rng = random.Random(5)
+    for case in range(200):
+        lengths = [rng.randint(1, rng.choice([5, 20, 60])) for _ in range(rng.randint(2, 40))]
+        overhead = rng.choice([0, 4, 16, 64])
+        limits = BatchLimits(rng.choice([60, 200, 10**6]), rng.choice([3, 10, 1000]), 0, 10**6)
+        batches = plan_batches([_item(n) for n in lengths], limits, overhead)
+        cost = sum(overhead + max(it.text.length for it in b) * len(b) for b in batches)
+        assert cost == cheapest(lengths, overhead, limits), (case, lengths, overhead)
+        assert all(len(b) <= limits.max_batch_size for b in batches)
+        assert all(max(it.text.length for it in b) * len(b) <= limits.max_batch_tokens
+                   for b in batches)  # fmt: skip

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from service import artifacts
 from service.config import Settings
 from service.engine.model import onnx_pipeline
-from service.int8 import quantize_per_token
+from service.int8 import WEIGHT_LEVELS, quantize_per_token
 from service.parity import INVARIANCE_BAR, SAMPLE, batch_invariance, cosine_stats
 from service.variants import OnnxFileError, choose_variant, named_variant
 from tests.service.conftest import AUTO, SENTENCES, running
@@ -118,9 +118,29 @@ def test_auto_serves_only_fresh_variants_that_passed_parity_and_invariance(tmp_p
 
 def test_a_per_token_file_that_failed_its_check_is_not_rebuilt_each_start(tmp_path):
     int8 = artifacts.PER_TOKEN_INT8_FILE
-    model, onnx_dir = _folder(tmp_path, {"model.onnx": FP, int8: FP}, {int8: report_row(False)})
+    failed = {**report_row(False), "weight_levels": WEIGHT_LEVELS}  # the current quantiser's
+    model, onnx_dir = _folder(tmp_path, {"model.onnx": FP, int8: FP}, {int8: failed})
     chosen = choose_variant(model, onnx_dir, FP, "cpu", cache_root=tmp_path / "cache")
     assert chosen.file.name == "model.onnx" and "failed its check" in chosen.reason
+    assert "build failed" not in chosen.reason  # not rebuilt: the tiny graph cannot be
+
+
+def test_a_failed_file_of_the_8_bit_quantiser_is_rebuilt_once(bundled_model, onnx_file, tmp_path):
+    """8-bit weights saturate on CPUs without VNNI (service.int8): a file of that quantiser
+    that failed its check here is rebuilt with 7-bit weights, checked and recorded."""
+    folder = shutil.copytree(bundled_model, tmp_path / "m", ignore=shutil.ignore_patterns("onnx"))
+    onnx_dir = folder / "onnx"
+    onnx_dir.mkdir()
+    shutil.copy(onnx_file, onnx_dir / "model.onnx")
+    fingerprint = artifacts.source_fingerprint(folder)
+    int8 = artifacts.PER_TOKEN_INT8_FILE
+    quantize_per_token(onnx_dir / "model.onnx", onnx_dir / int8, weight_levels=127)
+    artifacts.merge_report(onnx_dir, {int8: report_row(False)}, fingerprint)  # no weight_levels
+    chosen = choose_variant(folder, onnx_dir, fingerprint, "cpu", cache_root=tmp_path / "cache")
+    row = artifacts.report_variants(onnx_dir, fingerprint)[int8]
+    assert row["weight_levels"] == WEIGHT_LEVELS and row["passed"] is True
+    assert row["min_cosine"] >= 0.99 and row["batch_invariance"] >= INVARIANCE_BAR
+    assert chosen.file == onnx_dir / int8
 
 
 def test_a_failed_int8_build_serves_fp32(tmp_path, caplog):
