@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from service.bulk.output import ManifestMismatchError
+    from service.bulk.output import ManifestMismatchError, ResumeError
     from service.bulk.readers import InputError
     from service.bulk.sinks import SinkError
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (ManifestMismatchError, SinkError, FileNotFoundError) as error:
+    except (ManifestMismatchError, ResumeError, SinkError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

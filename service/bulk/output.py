@@ -37,6 +37,10 @@ class ManifestMismatchError(RuntimeError):
     """The output folder holds a run of another model, options or inputs."""
 
 
+class ResumeError(RuntimeError):
+    """The output holds an unfinished run this engine cannot continue."""
+
+
 @dataclass
 class Totals:
     """What the written shards hold (summed into the summary)."""

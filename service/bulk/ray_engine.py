@@ -9,9 +9,8 @@
 Without `--ray-address` a local Ray cluster starts in this process; with it the job joins
 that cluster (`ray start --head` on one node, `ray start --address HEAD:6379` on the
 others; every node needs this package installed). Actor pool: one actor per GPU with
-`num_gpus=1` on GPU clusters; on CPU clusters up to (cluster CPUs - 1) actors of
-`cpus_per_actor` CPUs each (one CPU left to the readers), each running ONNX Runtime with
-that many threads.
+`num_gpus=1` on GPU clusters; on CPU clusters up to (cluster CPUs - 1) / cpus_per_actor
+actors (one CPU left to the readers), each running ONNX Runtime on CPUs / actors threads.
 
 Differences from the local engine (docs/indexing.md): --id-field is required for JSONL /
 Parquet / CSV input (Ray's readers do not number rows), a malformed record stops the run
@@ -31,7 +30,7 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, EmbedOptions
-from service.bulk.output import ShardWriter, Totals
+from service.bulk.output import ResumeError, ShardWriter, Totals
 from service.bulk.readers import CSV_DELIMITERS, InputError, _kind, input_files
 from service.bulk.sinks import open_sink
 from service.config import Settings
@@ -123,42 +122,58 @@ def read_dataset(config):
     return dataset.union(*datasets[1:]) if len(datasets) > 1 else dataset
 
 
-def actor_pool(cpus_per_actor: int = 1) -> dict:
-    """map_batches arguments sizing the actor pool to the cluster: one actor per GPU, else
-    up to (CPUs - 1) / cpus_per_actor actors (one CPU left to the readers)."""
+def actor_pool(cpus_per_actor: int = 1) -> tuple[dict, int]:
+    """(map_batches arguments, ONNX Runtime threads per actor) sizing the actor pool to the
+    cluster: one actor per GPU, else up to (CPUs - 1) / cpus_per_actor actors (one CPU left
+    to the readers), each running ONNX Runtime on its share of the cluster's cores
+    (CPUs / actors, at least cpus_per_actor: on a 2-core machine one actor on 2 threads)."""
     import ray
 
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus:
-        return {"concurrency": gpus, "num_gpus": 1}
+        return {"concurrency": gpus, "num_gpus": 1}, 0
     cpus = int(resources.get("CPU", 1))
     actors = max(1, (cpus - 1) // cpus_per_actor)
-    return {"concurrency": (1, actors), "num_cpus": cpus_per_actor}
+    threads = max(cpus_per_actor, cpus // actors)
+    return {"concurrency": (1, actors), "num_cpus": cpus_per_actor}, threads
 
 
 def run_ray(config, cpus_per_actor: int = 1) -> dict:
-    """The job on Ray (see the module docstring); returns the summary."""
+    """The job on Ray (see the module docstring); returns the summary. Joins the cluster
+    at config.ray_address, else starts a local one (stopped at the end); when Ray is
+    already initialised in this process, runs there."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    started_here = not ray.is_initialized()
+    if started_here:
+        if config.ray_address:
+            ray.init(address=config.ray_address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        return _run_on_cluster(config, cpus_per_actor)
+    finally:
+        if started_here:
+            ray.shutdown()  # disconnect; a local cluster started here stops
+
+
+def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     import ray
 
     from service.bulk.job import make_summary
     from service.bulk.output import ResumeState
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        if config.ray_address:
-            ray.init(address=config.ray_address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in input order
     context.enable_progress_bars = False
-    pool = actor_pool(cpus_per_actor)
+    pool, threads = actor_pool(cpus_per_actor)
     settings = dict(config.settings)
     if "num_gpus" in pool:
         settings["device"] = "cuda"
     else:
-        settings.setdefault("intra_op_threads", cpus_per_actor)
+        settings.setdefault("intra_op_threads", threads)
     driver = BatchEmbedder(Settings(**settings), config.options)  # meta + schema, and checks
     meta, schema = driver.meta(), driver.schema
     driver.close()
@@ -180,7 +195,7 @@ def run_ray(config, cpus_per_actor: int = 1) -> dict:
                 sink.close()
             return writer.manifest.get("summary", {})
         if state.shards:
-            raise RuntimeError(
+            raise ResumeError(
                 f"{config.output}: a run stopped after {state.shards} shards; --engine ray "
                 "does not resume: rerun with --overwrite, or finish it with --engine local"
             )

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.bulk.batch import EmbedOptions
-from service.bulk.job import DuplicateIdError, run_embed
+from service.bulk.job import DuplicateIdError, JobConfig, run_embed
 from service.bulk.output import META_KEY, ManifestMismatchError, read_manifest, read_output
 from service.config import Settings
 from service.engine.pipeline import served_pipeline
@@ -131,11 +131,11 @@ def test_a_run_of_other_options_is_refused_or_rebuilt_with_overwrite(tmp_path, m
     assert len(read_output(out).column("vector")[0]) == 32
 
 
-def test_the_cli_refuses_another_model_with_a_clear_message(tmp_path, cache_dir, bundled_model):
+def test_the_cli_refuses_another_model_with_a_clear_message(tmp_path, cache_dir, job_settings):
     """A manifest whose fingerprint differs from the model's: exit 1, saying so."""
     path = write_jsonl(tmp_path / "c.jsonl", corpus(6))
     out = tmp_path / "out"
-    cli("embed", str(path), "--output", str(out), "--no-progress", cache_dir=cache_dir)
+    run_embed(JobConfig(inputs=[str(path)], output=out, progress=False, settings=job_settings))
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["meta"]["fingerprint"] = "0" * 64
     (out / "manifest.json").write_text(json.dumps(manifest))
@@ -204,3 +204,29 @@ def test_cli_progress_and_summary_and_no_ray_or_lancedb_without_asking(tmp_path,
     bad = cli("embed", str(tmp_path / "missing.jsonl"), "--output", str(out), cache_dir=cache_dir,
               check=False)  # fmt: skip
     assert bad.returncode == 2 and "missing.jsonl: no such file or folder" in bad.stderr
+
+
+def test_batches_run_sorted_by_length_and_come_back_in_order(tmp_path, cache_dir):
+    """Inside a window the pipeline sees batches of non-increasing padded width (less
+    padding than input order), and the vectors come back in input order."""
+    from service.bulk.batch import BatchEmbedder
+    from tests.service.conftest import RecordingBackend
+
+    embedder = BatchEmbedder(
+        Settings(_env_file=None, cache_dir=cache_dir, onnx_file="model.onnx"),
+        EmbedOptions(batch_size=4),
+    )
+    recording = RecordingBackend(embedder.pipeline.backend)
+    embedder.pipeline.encoder.backend = recording
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["word"] * int(n)) for n in rng.integers(1, 60, size=40)]
+    vectors, tokens, truncated = embedder.embed_texts(texts)
+    widths = [shape[1] for shape in recording.shapes]
+    assert widths == sorted(widths, reverse=True) and len(widths) == 10
+    unsorted = sum(4 * max(tokens[i : i + 4]) for i in range(0, 40, 4))
+    assert sum(4 * w for w in widths) < unsorted
+    np.testing.assert_allclose(vectors, embedder.pipeline.encode(texts, batch_size=1), atol=2e-6)
+    assert not truncated.any() and list(tokens) == [
+        t.length for t in embedder.pipeline.tokenizer.encode(texts)
+    ]
+    embedder.close()

@@ -55,15 +55,29 @@ def _assert_same_rows(got, expected):
     )  # fmt: skip
 
 
+def test_the_cli_starts_a_local_ray_cluster(inputs, local_output, tmp_path, cache_dir):
+    """No --ray-address: the job starts (and stops) its own single-node cluster. (Runs
+    before the two-node cluster below starts: two clusters at once overload 2 cores.)"""
+    out = tmp_path / "out"
+    result = cli("embed", str(inputs / "a.parquet"), str(inputs / "b.jsonl"), "--output",
+                 str(out), "--id-field", "id", "--engine", "ray", "--batch-size", "2",
+                 "--include-text", "--shard-rows", "24", "--no-progress",
+                 cache_dir=cache_dir)  # fmt: skip
+    assert "chunks     99" in result.stderr
+    _assert_same_rows(read_output(out), local_output)
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
-    """A head and a worker node (2 logical CPUs each) on this machine."""
+    """A head and a worker node (2 logical CPUs each) on this machine, this process
+    connected to it."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": False, "object_store_memory": 150 * 2**20})  # fmt: skip
     cluster.add_node(num_cpus=2, object_store_memory=150 * 2**20)
     cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)  # the job runs on this connection
     yield cluster
     ray.shutdown()
     cluster.shutdown()
@@ -75,7 +89,12 @@ def test_two_node_cluster_output_equals_the_local_engine_row_for_row(
     config = make_config([inputs / "a.parquet", inputs / "b.jsonl"], id_field="id",
                          engine="ray", ray_address=two_nodes.address, options=OPTIONS,
                          shard_rows=24, sink=f"lancedb:{tmp_path / 'db'}")  # fmt: skip
-    summary = run_embed(config)
+    ray.shutdown()  # the job itself joins the cluster at --ray-address (and leaves it)
+    try:
+        summary = run_embed(config)
+        assert not ray.is_initialized()
+    finally:
+        ray.init(address=two_nodes.address, log_to_driver=False)
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     assert summary["engine"] == "ray" and summary["nodes"] >= 1
     assert summary["documents"] == 99 and summary["skipped_empty"] == 1
@@ -99,14 +118,3 @@ def test_ray_reads_a_folder_of_text_files_and_needs_an_id_field_for_rows(
     assert read_output(config.output).column("id").to_pylist()[0] == "f0.md"
     with pytest.raises(ValueError, match="--engine ray needs --id-field"):
         run_embed(make_config([inputs / "b.jsonl"], engine="ray", output=tmp_path / "x"))
-
-
-def test_the_cli_starts_a_local_ray_cluster(inputs, local_output, tmp_path, cache_dir):
-    """No --ray-address: the job starts (and stops) its own single-node cluster."""
-    out = tmp_path / "out"
-    result = cli("embed", str(inputs / "a.parquet"), str(inputs / "b.jsonl"), "--output",
-                 str(out), "--id-field", "id", "--engine", "ray", "--batch-size", "2",
-                 "--include-text", "--shard-rows", "24", "--no-progress",
-                 cache_dir=cache_dir)  # fmt: skip
-    assert "chunks     99" in result.stderr
-    _assert_same_rows(read_output(out), local_output)

@@ -1,6 +1,6 @@
 """The job's vectors are the server's: `/embed` of the app (same settings, in process) for
-the same texts, for fp32, for what `auto` serves, and for the batch-invariant per-token int8
-(the default when it passes its check)."""
+the same texts, for fp32 and for the batch-invariant per-token int8 (what `auto` serves by
+default when the file passes its check, else fp32)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.bulk.conftest import corpus, write_jsonl
 from tests.service.conftest import SENTENCES, running
 
 
-@pytest.mark.parametrize("onnx_file", ["model.onnx", "auto", PER_TOKEN_INT8_FILE])
+@pytest.mark.parametrize("onnx_file", ["model.onnx", PER_TOKEN_INT8_FILE])
 def test_job_vectors_equal_the_servers_embed(tmp_path, cache_dir, make_config, onnx_file):
     if onnx_file == PER_TOKEN_INT8_FILE:  # built (and checked) by `auto` into the cache
         served_pipeline(Settings(_env_file=None, cache_dir=cache_dir, onnx_file="auto")).close()
@@ -26,26 +26,30 @@ def test_job_vectors_equal_the_servers_embed(tmp_path, cache_dir, make_config, o
     texts = [r["text"] for r in rows]
     config = make_config([path], id_field="id", shard_rows=16)
     config.settings["onnx_file"] = onnx_file
-    for options, request in [
+    cases = [
         (EmbedOptions(batch_size=8), {}),
         (EmbedOptions(batch_size=8, dimensions=96, normalize=False),
          {"dimensions": 96, "normalize": False}),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    settings = Settings(_env_file=None, cache_dir=cache_dir, onnx_file=onnx_file)
+    with running(settings) as client:
+        info = client.get("/info").json()
+        served = [
+            np.asarray(client.post("/embed", json={"inputs": texts, "truncate": True,
+                                                   **request}).json(), np.float32)
+            for _, request in cases
+        ]  # fmt: skip
+    for (options, _), expected in zip(cases, served):
         config.options, config.overwrite = options, True
         run_embed(config)
         job = np.asarray(read_output(config.output).column("vector").to_pylist(), np.float32)
-        settings = Settings(_env_file=None, cache_dir=cache_dir, onnx_file=onnx_file)
-        with running(settings) as client:
-            info = client.get("/info").json()
-            answer = client.post("/embed", json={"inputs": texts, "truncate": True, **request})
-        served = np.asarray(answer.json(), np.float32)
-        assert job.shape == served.shape
-        np.testing.assert_allclose(job, served, atol=1e-5, rtol=0)
+        assert job.shape == expected.shape
+        np.testing.assert_allclose(job, expected, atol=1e-5, rtol=0)
         meta = read_manifest(config.output)["meta"]
         assert info["onnx_file"].endswith(meta["variant"])
         assert info["model_dtype"] == meta["backend"]["dtype"]
-        if onnx_file == PER_TOKEN_INT8_FILE:
-            assert meta["backend"]["dtype"] == "int8"
+    if onnx_file == PER_TOKEN_INT8_FILE:
+        assert meta["backend"]["dtype"] == "int8"
 
 
 def test_prompts_are_applied_as_the_server_applies_them(tmp_path, cache_dir, bundled_model):
