@@ -15,17 +15,19 @@ import numpy as np
 import pytest
 from sentence_transformers import SentenceTransformer
 
+from tests.conftest import SHARED_DATA
 from tests.training.conftest import PAIRS
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("POLYGLOT_DATA", SHARED_DATA))
 N_PAIRS = 64
 BATCH = 8
 
 
 def write_pairs(path: Path) -> None:
     """64 en-de pairs: the first rows of the stsb-multi-mt train split when the shared data
-    is there, else the in-test pairs repeated with a numbered suffix."""
+    is there ($POLYGLOT_DATA or ../shared/data), else the in-test pairs repeated with a
+    numbered suffix."""
     en_file, de_file = (
         SHARED / "stsb-multi-mt" / f"stsb-{lang}-train.csv" for lang in ("en", "de")
     )
