@@ -11,7 +11,9 @@ tokenizer files; see SOURCE_PATTERNS). Full hashing is cheap enough to run on ev
 other jobs): 0.05 s for the bundled all-MiniLM-L6-v2 (87 MB), 0.26 s for a 470 MB weight
 file. A sampled hash was not used: a change to one weight matrix must change it. A file whose
 fingerprint differs from the folder's, or that has none (written by an older version), is
-stale: it is never served.
+stale: it is never served. A file whose content differs from the sha256 recorded beside it
+when it was written (service.integrity) is damaged: never served either, rebuilt when it
+can be (`fresh_fp32`, service.variants), else the start stops (`ArtefactError`).
 """
 
 from __future__ import annotations

@@ -277,9 +277,8 @@ def fallback_cache(cache_root: Path, cause: Exception) -> Path:
     fallback = Path(tempfile.gettempdir()) / "polyglot-embed-cache"
     advice = (
         "set EMBED_CACHE_DIR (--cache-dir) to a writable folder (a volume; an emptyDir in "
-        'Kubernetes), or ship the ONNX files inside the model folder (python -c "from '
-        "service.variants import prebuild; prebuild('MODEL_DIR')\", as docker/Dockerfile.cpu "
-        "does)"
+        "Kubernetes), or ship the ONNX files inside the model folder "
+        "(service.variants.prebuild('MODEL_DIR'), as docker/Dockerfile.cpu does)"
     )
     try:
         artifacts.ensure_writable(fallback)
