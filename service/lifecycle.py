@@ -59,6 +59,11 @@ class Lifecycle:
         if self.phase is Phase.LOADING:
             self.phase = Phase.READY
 
+    @property
+    def draining(self) -> bool:
+        """Whether shutdown began (draining or stopped)."""
+        return self.phase in (Phase.DRAINING, Phase.STOPPED)
+
     def health(self) -> str:
         """The health status: "ok", "loading", "draining" (also once stopped), or "unavailable"
         (the engine core has not answered within its bound)."""

@@ -66,7 +66,8 @@ def json_depth(value) -> int:
 def _draining(scope: Scope) -> bool:
     """Whether the app serving `scope` is shutting down (Starlette puts itself in scope)."""
     app = scope.get("app")
-    return bool(app is not None and getattr(app.state, "draining", False))
+    lifecycle = getattr(app.state, "lifecycle", None) if app is not None else None
+    return lifecycle is not None and lifecycle.draining
 
 
 class BodyGuardMiddleware:
