@@ -42,11 +42,7 @@ def check_serving(request: Request) -> None:
             headers={"Retry-After": "1"},
         )
     if health == "unavailable":
-        silent_s = request.app.state.engine.core.unresponsive_s
-        raise EngineCoreGoneError(
-            f"the inference process has not answered for {silent_s:.0f} s (hung or gone); "
-            "retry on another replica"
-        )
+        raise EngineCoreGoneError(request.app.state.engine.core.unavailable_message())
     raise ApiError(503, "model is not loaded yet; retry shortly", headers={"Retry-After": "1"})
 
 

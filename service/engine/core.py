@@ -59,6 +59,10 @@ class EngineCore(Protocol):
         """Seconds the core has not answered past its bound (hung or gone), else None."""
         ...
 
+    def unavailable_message(self) -> str:
+        """Why the core counts as unavailable (the 503's message), while it does."""
+        ...
+
     async def start(self) -> None: ...
 
     async def calibrate(self, texts: list[TokenizedText]) -> float | None:
@@ -122,6 +126,9 @@ class InprocCore:
     def unresponsive_s(self) -> None:
         """Always None: this core runs on the caller's own event loop."""
         return None
+
+    def unavailable_message(self) -> str:
+        return "the engine is unavailable"  # never: `unresponsive_s` is always None
 
     def _record_batch(self, stats: BatchStats) -> None:
         self.metrics.batch_size.observe(stats.size)

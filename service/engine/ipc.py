@@ -157,11 +157,7 @@ class RemoteCore:
             silent_s = self.unresponsive_s
             if silent_s is not None and not self._silent and self._lost is None:
                 self._silent = True
-                failed = await self._fail_pending(
-                    f"the inference process has not answered for {silent_s:.0f} s "
-                    f"(core_timeout_s = {self.silence_limit_s:g}; hung or overloaded); "
-                    "retry on another replica"
-                )
+                failed = await self._fail_pending(self.unavailable_message())
                 log.error(
                     "engine core at %s has not answered for %.1f s (core_timeout_s %g): "
                     "reporting unavailable; %d waiting requests answered 503",
@@ -173,8 +169,17 @@ class RemoteCore:
         request with EngineCoreGoneError now and every later one at once. Returns the
         number failed."""
         self._lost = cause
-        message = f"the inference process stopped ({cause}); retry on another replica"
-        return await self._fail_pending(message)
+        return await self._fail_pending(self.unavailable_message())
+
+    def unavailable_message(self) -> str:
+        """Why requests get 503 while the core is gone or silent (EngineCoreGoneError)."""
+        if self._lost is not None:
+            return f"the inference process stopped ({self._lost}); retry on another replica"
+        silent_s = time.monotonic() - self._last_heard
+        return (
+            f"the inference process has not answered for {silent_s:.0f} s (core_timeout_s = "
+            f"{self.silence_limit_s:g}; hung or overloaded); retry on another replica"
+        )
 
     async def _fail_pending(self, message: str) -> int:
         """Fail every request waiting on the core with EngineCoreGoneError(message) and
@@ -228,12 +233,8 @@ class RemoteCore:
         of [length_i, hidden]). Raises the core's engine error (`service.engine.errors`),
         re-created from its kind and fields; EngineCoreGoneError when the core is gone,
         silent past its limit, or no reply came within `reply_timeout_s`."""
-        silent_s = self.unresponsive_s
-        if silent_s is not None:
-            why = self._lost or f"no answer for {silent_s:.0f} s"
-            raise EngineCoreGoneError(
-                f"the inference process is unavailable ({why}); retry on another replica"
-            )
+        if self.unresponsive_s is not None:
+            raise EngineCoreGoneError(self.unavailable_message())
         try:
             header, body = await asyncio.wait_for(
                 self._call({"op": "embed", "tokens": tokens}), self.reply_timeout_s
