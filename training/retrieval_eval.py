@@ -41,15 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from training.evaluate import (
-    DEFAULT_LANGUAGES,
+from training.evaluate import DEFAULT_LANGUAGES
+from training.languages import parse_languages
+from training.testsets import (
     load_parallel_dev,
     load_sts,
     load_tatoeba,
     parse_parallel_dev,
     resolve_data_dir,
 )
-from training.languages import parse_languages
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def stsb_set(data_dir: Path, languages: list[str], limit: int | None) -> Paralle
 
 
 def parallel_dev_set(name: str, path: Path, languages: list[str], limit: int | None) -> ParallelSet:
-    """A held-out parallel corpus (training.evaluate.load_parallel_dev): its distinct
+    """A held-out parallel corpus (training.testsets.load_parallel_dev): its distinct
     English sentences as documents, the first `limit` pairs per language as queries."""
     result = ParallelSet(name)
     for english, text, language in load_parallel_dev(path, languages):
