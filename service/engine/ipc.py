@@ -32,6 +32,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 
 import msgpack
@@ -157,7 +158,7 @@ class RemoteCore:
             silent_s = self.unresponsive_s
             if silent_s is not None and not self._silent and self._lost is None:
                 self._silent = True
-                failed = await self._fail_pending(self.unavailable_message())
+                failed = await self._fail_pending(self._core_gone)
                 log.error(
                     "engine core at %s has not answered for %.1f s (core_timeout_s %g): "
                     "reporting unavailable; %d waiting requests answered 503",
@@ -169,7 +170,7 @@ class RemoteCore:
         request with EngineCoreGoneError now and every later one at once. Returns the
         number failed."""
         self._lost = cause
-        return await self._fail_pending(self.unavailable_message())
+        return await self._fail_pending(self._core_gone)
 
     def unavailable_message(self) -> str:
         """Why requests get 503 while the core is gone or silent (EngineCoreGoneError)."""
@@ -181,12 +182,15 @@ class RemoteCore:
             f"{self.silence_limit_s:g}; hung or overloaded); retry on another replica"
         )
 
-    async def _fail_pending(self, message: str) -> int:
-        """Fail every request waiting on the core with EngineCoreGoneError(message) and
-        tell the core (if it still reads) to drop them."""
+    def _core_gone(self) -> EngineCoreGoneError:
+        return EngineCoreGoneError(self.unavailable_message())
+
+    async def _fail_pending(self, error: Callable[[], EngineError]) -> int:
+        """Fail every request waiting on the core with a fresh `error()` and tell the core
+        (if it still reads) to drop them. The number of requests failed."""
         waiting = [(i, f) for i, f in self._pending.items() if not f.done()]
         for request_id, future in waiting:
-            future.set_exception(EngineCoreGoneError(message))
+            future.set_exception(error())
             with contextlib.suppress(zmq.ZMQError):
                 await self._socket.send(
                     msgpack.packb({"op": "cancel", "id": request_id}), flags=zmq.NOBLOCK
@@ -255,14 +259,7 @@ class RemoteCore:
     async def abort(self, reason: str) -> int:
         """Answer every request still waiting on the core with ShuttingDownError(reason)
         (503) and tell the core to drop them. The number of requests aborted."""
-        aborted = [(i, f) for i, f in self._pending.items() if not f.done()]
-        for request_id, future in aborted:
-            future.set_exception(ShuttingDownError(reason))
-            with contextlib.suppress(zmq.ZMQError):
-                await self._socket.send(
-                    msgpack.packb({"op": "cancel", "id": request_id}), flags=zmq.NOBLOCK
-                )
-        return len(aborted)
+        return await self._fail_pending(lambda: ShuttingDownError(reason))
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every request this process sent is answered. True if drained."""
