@@ -283,3 +283,14 @@ def test_compare_histogram_delta_padding_and_busy_share():
     assert delta["padding_ratio"] == 1.2 and delta["inference_busy_share"] == 0.75
     assert delta["batch_size_buckets"] == {"1.0": 0, "+Inf": 2}
     assert histogram_delta({}, {}) == {}
+
+
+def test_bulk_speed_children_time_the_pipeline_and_the_job(cache_dir, monkeypatch):
+    from benchmarks.bulk_speed import child, corpus
+
+    monkeypatch.setenv("EMBED_CACHE_DIR", str(cache_dir))
+    assert len(corpus("short", 40)) == 40
+    for contender in ("pipeline", "job"):
+        row = child(contender, "short", 40, 8)
+        assert row["texts"] == 40 and row["texts_per_s"] > 0, row
+    assert row["command_wall_s"] >= row["seconds"]
