@@ -1,4 +1,5 @@
-"""Pure units: pooling against sentence-transformers, providers, ONNX variant choice."""
+"""Pure units: pooling against sentence-transformers (host and device paths), execution
+providers and device fallback, settings from the environment and flags, memory release."""
 
 from __future__ import annotations
 
