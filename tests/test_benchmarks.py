@@ -244,18 +244,36 @@ def test_compare_summary_ratios_and_grid():
     from benchmarks.compare import markdown, parse_grid, summary
 
     point = {"concurrency": 32, "inputs_per_request": 8, "length": "short"}
-    rows = [
-        {**point, "contender": "ours-default", "sentences_per_s": 300.0, "p50_ms": 400.0,
-         "p99_ms": 800.0, "server_cpu_percent": 190.0, "round": r}  # fmt: skip
-        for r in (1, 2)
-    ] + [
-        {**point, "contender": "infinity", "sentences_per_s": s, "p50_ms": 500.0,
-         "p99_ms": 900.0, "server_cpu_percent": 195.0, "round": r}  # fmt: skip
-        for r, s in ((1, 200.0), (2, 300.0))
-    ] + [
-        {**point, "contender": "pipeline-ceiling", "sentences_per_s": 400.0, "round": 1},
-        {**point, "contender": "naive", "error": "RuntimeError: exited"},
-    ]
+    rows = (
+        [
+            {
+                **point,
+                "contender": "ours-default",
+                "sentences_per_s": 300.0,
+                "p50_ms": 400.0,
+                "p99_ms": 800.0,
+                "server_cpu_percent": 190.0,
+                "round": r,
+            }  # fmt: skip
+            for r in (1, 2)
+        ]
+        + [
+            {
+                **point,
+                "contender": "infinity",
+                "sentences_per_s": s,
+                "p50_ms": 500.0,
+                "p99_ms": 900.0,
+                "server_cpu_percent": 195.0,
+                "round": r,
+            }  # fmt: skip
+            for r, s in ((1, 200.0), (2, 300.0))
+        ]
+        + [
+            {**point, "contender": "pipeline-ceiling", "sentences_per_s": 400.0, "round": 1},
+            {**point, "contender": "naive", "error": "RuntimeError: exited"},
+        ]
+    )
     table = {r["contender"]: r for r in summary(rows)}
     assert set(table) == {"ours-default", "infinity", "pipeline-ceiling"}
     assert table["infinity"]["sentences_per_s"] == 250.0
