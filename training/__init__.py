@@ -1,8 +1,5 @@
 """Distillation, evaluation and ONNX export of the multilingual student."""
 
-from training import tokenizer_warning
-
-# transformers' false "fix_mistral_regex" warning on every load of a model folder saved by
-# transformers 4.57.3+ (the e5 student, every trained student): measured and explained in
-# training/tokenizer_warning.py
-tokenizer_warning.install()
+# importing `service` installs the filter of transformers' false "fix_mistral_regex" warning
+# (service/tokenizer_warning.py): training and serving load the same model folders
+import service  # noqa: F401

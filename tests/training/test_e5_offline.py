@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
+from service.tokenizer_warning import TRANSFORMERS_LOGGER, FalseMistralRegexWarning
 from training.students.e5_offline import dequantize_q4_0
-from training.tokenizer_warning import TRANSFORMERS_LOGGER, FalseMistralRegexWarning
 
 
 def test_dequantize_q4_0_block_layout():

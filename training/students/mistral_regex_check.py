@@ -3,7 +3,7 @@ for a model folder's tokenizer? Compares token ids on the evaluation sets (stsb-
 test, every language; every Tatoeba file) of: the tokenizer as transformers loads it, the
 folder's tokenizer.json read by `tokenizers` directly, and that tokenizer with the
 pre-tokenizer `fix_mistral_regex=True` installs (Mistral's Split regex) in front of its own.
-The results for the offline e5 student are in training/tokenizer_warning.py.
+The results for the offline e5 student are in service/tokenizer_warning.py.
 
     python -m training.students.mistral_regex_check --model models/e5-small-offline \
         --data ../shared/data
