@@ -119,6 +119,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, poll_s: float = 0.3) -> None:
+    """Return once `url`/health answers 200; kill the server and fail the test (with the
+    end of its output) when it exits first or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            pytest.fail("server did not become healthy: " + proc.communicate()[0][-3000:])
+        time.sleep(poll_s)
+
+
 @contextmanager
 def server_process(cache_dir, *flags: str, **env: str):
     """`python -m service` on a free loopback port; yields (process, base URL)."""
@@ -129,18 +145,8 @@ def server_process(cache_dir, *flags: str, **env: str):
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("server did not become healthy: " + proc.communicate()[0][-2000:])
-            time.sleep(0.3)
+        wait_healthy(proc, url, 120)
         yield proc, url
     finally:
         if proc.poll() is None:

@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ from tests.service.conftest import (
     metric_value,
     running,
     server_process,
+    wait_healthy,
 )
 
 
@@ -198,20 +198,6 @@ def start_failure(command: list[str], cache: Path, **env: str) -> tuple[int, str
     return done.returncode, done.stdout + done.stderr
 
 
-def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("the server did not start: " + proc.communicate()[0][-3000:])
-        time.sleep(1)
-
-
 def test_an_empty_read_only_cache_serves_from_a_temporary_folder(tmp_path, read_only_mounts):
     cache, temp = tmp_path / "cache", tmp_path / "tmp"
     cache.mkdir()
@@ -226,7 +212,7 @@ def test_an_empty_read_only_cache_serves_from_a_temporary_folder(tmp_path, read_
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(proc, url, 600)
+        wait_healthy(proc, url, 600, poll_s=1)
         info = httpx.get(f"{url}/info").json()
         assert np.isfinite(embed(url)).all()
     finally:
@@ -306,7 +292,7 @@ def test_four_replicas_on_one_empty_cache_export_once_and_serve_the_same_file(tm
         infos = []
         for proc, port in zip(procs, ports):
             url = f"http://127.0.0.1:{port}"
-            wait_healthy(proc, url, 900)
+            wait_healthy(proc, url, 900, poll_s=1)
             infos.append(httpx.get(f"{url}/info").json())
     finally:
         for proc in procs:
