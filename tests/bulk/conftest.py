@@ -85,3 +85,13 @@ def cli(*args: str, cache_dir: Path, check: bool = True, **popen) -> subprocess.
 def cli_env(cache_dir: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "EMBED_CACHE_DIR": str(cache_dir),
             "EMBED_ONNX_FILE": "model.onnx"}  # fmt: skip
+
+
+# five unrelated documents, one a query can find by topic (the search tests)
+SEARCH_DOCS = [
+    {"id": "cats", "text": "Cats sleep most of the day and purr when they are happy."},
+    {"id": "rust", "text": "Rust is a systems programming language with a borrow checker."},
+    {"id": "bread", "text": "Knead the dough, let it rise, then bake the bread for an hour."},
+    {"id": "moon", "text": "The Moon orbits the Earth about once every 27 days."},
+    {"id": "hund", "text": "Der Hund bellt laut, wenn jemand an der Tür klingelt."},
+]

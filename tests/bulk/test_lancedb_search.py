@@ -16,17 +16,10 @@ from service.bulk.schema import output_schema
 from service.bulk.search import search
 from service.bulk.sinks import Sink, SinkMismatchError, open_sink
 from service.bulk.sinks.lancedb import TABLE, LanceDBSink, has_index
-from tests.bulk.conftest import cli, write_jsonl
+from tests.bulk.conftest import SEARCH_DOCS, cli, write_jsonl
 
 META = {"model": "m", "fingerprint": "f" * 64, "variant": "model.onnx", "dim": 16,
         "options": {"include_text": False}}  # fmt: skip
-DOCS = [
-    {"id": "cats", "text": "Cats sleep most of the day and purr when they are happy."},
-    {"id": "rust", "text": "Rust is a systems programming language with a borrow checker."},
-    {"id": "bread", "text": "Knead the dough, let it rise, then bake the bread for an hour."},
-    {"id": "moon", "text": "The Moon orbits the Earth about once every 27 days."},
-    {"id": "hund", "text": "Der Hund bellt laut, wenn jemand an der Tür klingelt."},
-]
 
 
 def _rows(ids: list[str], seed: int, dim: int = 16) -> pa.Table:
@@ -79,7 +72,7 @@ def indexed(tmp_path_factory, job_settings):
     from service.bulk.job import JobConfig
 
     root = tmp_path_factory.mktemp("indexed")
-    path = write_jsonl(root / "docs.jsonl", DOCS)
+    path = write_jsonl(root / "docs.jsonl", SEARCH_DOCS)
     config = JobConfig(inputs=[str(path)], output=root / "out", id_field="id",
                        sink=f"lancedb:{root / 'db'}", options=EmbedOptions(include_text=True),
                        settings=dict(job_settings), progress=False)  # fmt: skip
@@ -92,7 +85,7 @@ def test_search_finds_the_matching_document(indexed, job_settings, where):
     index = indexed / "out" if where == "parquet" else f"lancedb:{indexed / 'db'}"
     hits = search(index, "a pet that purrs and naps", k=3, settings=job_settings)
     assert [h["id"] for h in hits][0] == "cats" and len(hits) == 3
-    assert hits[0]["text"] == DOCS[0]["text"]
+    assert hits[0]["text"] == SEARCH_DOCS[0]["text"]
     assert hits[0]["score"] > hits[1]["score"] >= hits[2]["score"]
     hits = search(index, "Ein bellender Hund an der Tür", k=1, settings=job_settings)
     assert hits[0]["id"] == "hund"

@@ -19,16 +19,8 @@ from service.bulk.batch import BatchEmbedder, EmbedOptions  # noqa: E402
 from service.bulk.output import read_output  # noqa: E402
 from service.bulk.sinks.pgvector import parse_dsn, read_meta, search, with_params  # noqa: E402
 from service.config import Settings  # noqa: E402
-from tests.bulk.conftest import cli, write_jsonl  # noqa: E402
+from tests.bulk.conftest import SEARCH_DOCS, cli, write_jsonl  # noqa: E402
 from tests.bulk.pg_server import pg_dsn  # noqa: E402,F401
-
-DOCS = [
-    {"id": "cats", "text": "Cats sleep most of the day and purr when they are happy."},
-    {"id": "rust", "text": "Rust is a systems programming language with a borrow checker."},
-    {"id": "bread", "text": "Knead the dough, let it rise, then bake the bread for an hour."},
-    {"id": "moon", "text": "The Moon orbits the Earth about once every 27 days."},
-    {"id": "hund", "text": "Der Hund bellt laut, wenn jemand an der Tür klingelt."},
-]
 
 
 def stored_rows(dsn: str) -> dict[str, tuple]:
@@ -45,7 +37,7 @@ def test_the_job_writes_its_rows_into_pgvector(pg_dsn, tmp_path, cache_dir, job_
     dsn = with_params(pg_dsn, table="test_job_rows")
     with psycopg.connect(parse_dsn(dsn).conninfo) as conn:
         conn.execute('DROP TABLE IF EXISTS "test_job_rows"')
-    corpus = write_jsonl(tmp_path / "docs.jsonl", DOCS)
+    corpus = write_jsonl(tmp_path / "docs.jsonl", SEARCH_DOCS)
     args = ["embed", str(corpus), "--id-field", "id", "--include-text", "--shard-rows", "2",
             "--no-progress", "--sink", dsn]  # fmt: skip
     result = cli(*args, "--output", str(tmp_path / "out"), cache_dir=cache_dir)
@@ -53,9 +45,8 @@ def test_the_job_writes_its_rows_into_pgvector(pg_dsn, tmp_path, cache_dir, job_
 
     output = read_output(tmp_path / "out")
     stored = stored_rows(dsn)
-    assert (
-        sorted(stored) == sorted(output.column("id").to_pylist()) == sorted(d["id"] for d in DOCS)
-    )
+    ids = sorted(d["id"] for d in SEARCH_DOCS)
+    assert sorted(stored) == sorted(output.column("id").to_pylist()) == ids
     for row in output.to_pylist():
         doc_id, chunk_index, start, end, text, vector = stored[row["id"]]
         assert (doc_id, chunk_index, start, end, text) == (
@@ -67,7 +58,7 @@ def test_the_job_writes_its_rows_into_pgvector(pg_dsn, tmp_path, cache_dir, job_
 
     # the same command again: complete, nothing stored twice
     cli(*args, "--output", str(tmp_path / "out"), cache_dir=cache_dir)
-    assert len(stored_rows(dsn)) == len(DOCS)
+    assert len(stored_rows(dsn)) == len(SEARCH_DOCS)
 
     # another model's vectors (here: other options) into the same table are refused
     refused = cli(*args, "--dimensions", "128", "--output", str(tmp_path / "out128"),
@@ -75,7 +66,7 @@ def test_the_job_writes_its_rows_into_pgvector(pg_dsn, tmp_path, cache_dir, job_
     assert refused.returncode == 1
     assert "test_job_rows holds vectors of another model or options" in refused.stderr
     assert "--overwrite" in refused.stderr
-    assert len(stored_rows(dsn)) == len(DOCS)
+    assert len(stored_rows(dsn)) == len(SEARCH_DOCS)
 
     # a query embedded by the served pipeline finds its document
     embedder = BatchEmbedder(Settings(**job_settings), EmbedOptions())
@@ -84,7 +75,7 @@ def test_the_job_writes_its_rows_into_pgvector(pg_dsn, tmp_path, cache_dir, job_
     finally:
         embedder.close()
     hits = search(dsn, query, k=3)
-    assert hits[0]["id"] == "cats" and hits[0]["text"] == DOCS[0]["text"]
+    assert hits[0]["id"] == "cats" and hits[0]["text"] == SEARCH_DOCS[0]["text"]
     assert hits[0]["score"] > hits[1]["score"] > hits[2]["score"]
 
     # and `python -m service.bulk search --index postgresql://...` prints the same hits
