@@ -18,11 +18,13 @@ import numpy as np
 import pyarrow as pa
 
 from service.bulk.chunking import Chunk, Chunker, whole
+from service.bulk.prefetch import prefetched
 from service.bulk.schema import output_schema
 from service.config import Settings
 from service.engine.encoder import postprocess
 from service.engine.engine import BUNDLED_MODEL_NAME, UnknownPromptError
 from service.engine.pipeline import ModelPipeline, served_pipeline
+from service.engine.tokenizer import TokenizedText
 
 # texts sorted by token length together: this many batches (a window bounds the memory of
 # tokenised texts and keeps the output order restorable per window)
@@ -75,6 +77,16 @@ class ChunkRows:
     def extend(self, other: ChunkRows) -> None:
         for name in ("ids", "doc_ids", "indices", "starts", "ends", "texts", "skipped"):
             getattr(self, name).extend(getattr(other, name))
+
+
+@dataclass(frozen=True)
+class PreparedRows:
+    """Chunks with the texts to embed tokenised: `BatchEmbedder.prepare`'s output."""
+
+    rows: ChunkRows
+    skipped: np.ndarray  # bool [len(rows)]
+    keep: np.ndarray  # int64 indices of the rows embedded
+    items: list[TokenizedText]  # one per kept row
 
 
 class BatchEmbedder:
@@ -170,12 +182,22 @@ class BatchEmbedder:
         return self.embed_chunks(self.chunk_documents(doc_ids, texts))
 
     def embed_chunks(self, rows: ChunkRows) -> pa.Table:
-        """Output rows for `rows` (same order): the output columns plus `_tokens` (int32:
-        tokens fed to the model, prompt and special tokens included), `_truncated` (bool)
-        and `_skipped` (bool; such rows have a zero vector and are dropped by the writer)."""
+        """Output rows for `rows` (same order): `embed_prepared(prepare(rows))`."""
+        return self.embed_prepared(self.prepare(rows))
+
+    def prepare(self, rows: ChunkRows) -> PreparedRows:
+        """Tokenise the chunks to embed (the CPU work before inference, which the local job
+        runs in its reader thread, one window ahead)."""
         skipped = np.asarray(rows.skipped, dtype=bool)
         keep = np.flatnonzero(~skipped)
-        vectors, tokens, truncated = self.embed_texts([rows.texts[i] for i in keep])
+        return PreparedRows(rows, skipped, keep, self.tokenize([rows.texts[i] for i in keep]))
+
+    def embed_prepared(self, prepared: PreparedRows) -> pa.Table:
+        """The output columns plus `_tokens` (int32: tokens fed to the model, prompt and
+        special tokens included), `_truncated` (bool) and `_skipped` (bool; such rows have
+        a zero vector and are dropped by the writer)."""
+        rows, skipped, keep = prepared.rows, prepared.skipped, prepared.keep
+        vectors, tokens, truncated = self.infer(prepared.items)
         n = len(rows.ids)
         all_vectors = np.zeros((n, self.dim), np.float32)
         all_tokens = np.zeros(n, np.int32)
@@ -196,29 +218,37 @@ class BatchEmbedder:
         columns[SKIPPED] = pa.array(skipped)
         return pa.table(columns)
 
+    def tokenize(self, texts: list[str]) -> list[TokenizedText]:
+        """The texts with the prompt, tokenised and truncated as the server does."""
+        return self.pipeline.tokenizer.encode([self.prompt + text for text in texts])
+
+    def infer(self, items: list[TokenizedText]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vectors float32 [n, dim], tokens int32 [n], truncated bool [n]) for tokenised
+        `items` in their order: they run in batches of `batch_size`, sorted by token length
+        (longest first: less padding), and go back in place."""
+        vectors = np.zeros((len(items), self.dim), np.float32)
+        size = self.options.batch_size
+        order = sorted(range(len(items)), key=lambda i: -items[i].length)
+        for begin in range(0, len(order), size):
+            rows = order[begin : begin + size]
+            raw = self.pipeline.encoder.embed([items[i] for i in rows])
+            vectors[rows] = postprocess(np.asarray(raw), self.normalize, self.options.dimensions)
+        tokens = np.fromiter((item.length for item in items), np.int32, len(items))
+        truncated = np.fromiter(
+            (item.full_length > item.length for item in items), bool, len(items)
+        )
+        return vectors, tokens, truncated
+
     def embed_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vectors float32 [n, dim], tokens int32 [n], truncated bool [n]) for `texts` in
-        their order; inside each window of SORT_WINDOW_BATCHES batches the texts run
-        sorted by token length, longest first (less padding), then go back in place."""
-        vectors = np.zeros((len(texts), self.dim), np.float32)
-        tokens = np.zeros(len(texts), np.int32)
-        truncated = np.zeros(len(texts), bool)
-        size = self.options.batch_size
-        window = size * SORT_WINDOW_BATCHES
-        for start in range(0, len(texts), window):
-            part = [self.prompt + text for text in texts[start : start + window]]
-            items = self.pipeline.tokenizer.encode(part, truncate=True)
-            order = sorted(range(len(items)), key=lambda i: -items[i].length)
-            for begin in range(0, len(order), size):
-                rows = order[begin : begin + size]
-                raw = self.pipeline.encoder.embed([items[i] for i in rows])
-                at = [start + i for i in rows]
-                vectors[at] = postprocess(np.asarray(raw), self.normalize, self.options.dimensions)
-            tokens[start : start + len(items)] = [item.length for item in items]
-            truncated[start : start + len(items)] = [
-                item.full_length > item.length for item in items
-            ]
-        return vectors, tokens, truncated
+        their order, by windows of SORT_WINDOW_BATCHES batches (the sort's scope), the next
+        window tokenised in a thread while the current one runs."""
+        window = self.options.batch_size * SORT_WINDOW_BATCHES
+        parts = (texts[start : start + window] for start in range(0, len(texts), window))
+        results = [self.infer(items) for items in prefetched(map(self.tokenize, parts))]
+        if not results:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int32), np.zeros(0, bool)
+        return tuple(np.concatenate(column) for column in zip(*results))  # type: ignore[return-value]
 
     def close(self) -> None:
         self.pipeline.close()

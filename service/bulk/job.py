@@ -1,9 +1,10 @@
 """`embed`: the indexing job, with the local engine (one process, a plain loop) here and the
 Ray engine in `service.bulk.ray_engine` (imported only for --engine ray).
 
-Local loop: read documents (streaming) -> chunk -> windows of about
-`batch_size * SORT_WINDOW_BATCHES` chunks through `BatchEmbedder.embed_chunks` -> a shard
-every `shard_rows` chunks or more (ending on a document boundary) -> manifest. Resume skips
+Local loop: a reader thread reads documents (streaming), chunks and tokenises them into
+windows of about `batch_size * SORT_WINDOW_BATCHES` chunks, one window ahead of the main
+thread, which runs inference (`BatchEmbedder.embed_prepared`) -> a shard every `shard_rows`
+chunks or more (ending on a document boundary) -> manifest. Resume skips
 the input records the manifest's complete shards cover.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +22,15 @@ import pyarrow as pa
 from filelock import FileLock
 from tqdm import tqdm
 
-from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, ChunkRows, EmbedOptions
+from service.bulk.batch import (
+    SORT_WINDOW_BATCHES,
+    BatchEmbedder,
+    ChunkRows,
+    EmbedOptions,
+    PreparedRows,
+)
 from service.bulk.output import ResumeState, ShardWriter, Totals
+from service.bulk.prefetch import prefetched
 from service.bulk.readers import ReadSpec, ReadStats, input_files, read_documents, total_bytes
 from service.bulk.sinks import open_sink
 from service.config import Settings
@@ -115,46 +124,24 @@ def run_embed(config: JobConfig) -> dict:
     return summary
 
 
-def _local_loop(
-    config: JobConfig,
-    embedder: BatchEmbedder,
-    writer: ShardWriter,
-    state: ResumeState,
-    stats: ReadStats,
-    size: int,
-) -> Totals:
-    """Read, embed window by window, write shards; returns the totals of all shards
-    (earlier runs' included)."""
-    totals = Totals()
-    totals.add(state.totals)
-    ids = IdRegistry()
+@dataclass
+class Window:
+    """Chunks of whole documents, tokenised, and the last input record they cover."""
+
+    prepared: PreparedRows
+    last_record: int
+
+
+def _windows(
+    config: JobConfig, embedder: BatchEmbedder, state: ResumeState, stats: ReadStats, bar: tqdm
+) -> Iterator[Window]:
+    """Read -> chunk -> tokenise, a window of about `batch_size * SORT_WINDOW_BATCHES`
+    chunks (whole documents) at a time; runs in the reader thread. On a failure (a
+    duplicate id, bad input) the documents read before it come out as one more window,
+    then the error."""
     window = min(config.options.batch_size * SORT_WINDOW_BATCHES, config.shard_rows)
-    pending: list[pa.Table] = []
-    pending_rows, chunks = 0, ChunkRows()
-    last_record = state.records_done
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc="embed", disable=not config.progress,
-               file=sys.stderr, smoothing=0.1)  # fmt: skip
-    started = time.perf_counter()
-    done_now = 0
-
-    def embed_window() -> None:
-        nonlocal chunks, pending_rows, done_now
-        if len(chunks):
-            table = embedder.embed_chunks(chunks)
-            pending.append(table)
-            pending_rows += table.num_rows
-            done_now += table.num_rows
-            chunks = ChunkRows()
-            rate = done_now / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(chunks=totals.chunks + pending_rows, chunks_per_s=f"{rate:.0f}")
-
-    def flush() -> None:
-        nonlocal pending, pending_rows
-        embed_window()
-        if pending:
-            totals.add(writer.write_shard(pa.concat_tables(pending), last_record))
-            pending, pending_rows = [], 0
-
+    ids = IdRegistry()
+    chunks, last_record = ChunkRows(), state.records_done
     try:
         for doc in read_documents(config.inputs, config.read_spec(), stats):
             ids.add(doc.doc_id, doc.where)
@@ -164,12 +151,56 @@ def _local_loop(
             chunks.extend(embedder.chunk_documents([doc.doc_id], [doc.text]))
             last_record = doc.record
             if len(chunks) >= window:
-                embed_window()
+                yield Window(embedder.prepare(chunks), last_record)
+                chunks = ChunkRows()
+    except Exception:
+        if len(chunks):  # keep what is complete: the documents before the failure
+            yield Window(embedder.prepare(chunks), last_record)
+        raise
+    if len(chunks):
+        yield Window(embedder.prepare(chunks), last_record)
+
+
+def _local_loop(
+    config: JobConfig,
+    embedder: BatchEmbedder,
+    writer: ShardWriter,
+    state: ResumeState,
+    stats: ReadStats,
+    size: int,
+) -> Totals:
+    """Embed the windows the reader thread prepares (`_windows`, one ahead: reading,
+    chunking and tokenising overlap inference), write a shard every `shard_rows` chunks or
+    more; returns the totals of all shards (earlier runs' included)."""
+    totals = Totals()
+    totals.add(state.totals)
+    pending: list[pa.Table] = []
+    pending_rows, last_record = 0, state.records_done
+    bar = tqdm(total=size, unit="B", unit_scale=True, desc="embed", disable=not config.progress,
+               file=sys.stderr, smoothing=0.1)  # fmt: skip
+    started = time.perf_counter()
+    done_now = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if pending:
+            totals.add(writer.write_shard(pa.concat_tables(pending), last_record))
+            pending, pending_rows = [], 0
+
+    try:
+        for window in prefetched(_windows(config, embedder, state, stats, bar)):
+            table = embedder.embed_prepared(window.prepared)
+            pending.append(table)
+            pending_rows += table.num_rows
+            done_now += table.num_rows
+            last_record = window.last_record
+            rate = done_now / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(chunks=totals.chunks + pending_rows, chunks_per_s=f"{rate:.0f}")
             if pending_rows >= config.shard_rows:
                 flush()
         flush()
     except BaseException:
-        # keep what is complete: the documents before the failure form one more shard
+        # keep what is complete: every window embedded before the failure forms one more shard
         if not isinstance(sys.exc_info()[1], KeyboardInterrupt):
             try:
                 flush()
