@@ -182,8 +182,12 @@ class BatchEmbedder:
         return self.embed_chunks(self.chunk_documents(doc_ids, texts))
 
     def embed_chunks(self, rows: ChunkRows) -> pa.Table:
-        """Output rows for `rows` (same order): `embed_prepared(prepare(rows))`."""
-        return self.embed_prepared(self.prepare(rows))
+        """Output rows for `rows` (same order), window by window with the next window
+        tokenised ahead (`embed_texts`): the Ray actors' call, one per Ray batch."""
+        skipped = np.asarray(rows.skipped, dtype=bool)
+        keep = np.flatnonzero(~skipped)
+        embedded = self.embed_texts([rows.texts[i] for i in keep])
+        return self._table(rows, skipped, keep, *embedded)
 
     def prepare(self, rows: ChunkRows) -> PreparedRows:
         """Tokenise the chunks to embed (the CPU work before inference, which the local job
@@ -193,11 +197,22 @@ class BatchEmbedder:
         return PreparedRows(rows, skipped, keep, self.tokenize([rows.texts[i] for i in keep]))
 
     def embed_prepared(self, prepared: PreparedRows) -> pa.Table:
+        """Output rows for a window `prepare` made (same order as its rows)."""
+        embedded = self.infer(prepared.items)
+        return self._table(prepared.rows, prepared.skipped, prepared.keep, *embedded)
+
+    def _table(
+        self,
+        rows: ChunkRows,
+        skipped: np.ndarray,
+        keep: np.ndarray,
+        vectors: np.ndarray,
+        tokens: np.ndarray,
+        truncated: np.ndarray,
+    ) -> pa.Table:
         """The output columns plus `_tokens` (int32: tokens fed to the model, prompt and
         special tokens included), `_truncated` (bool) and `_skipped` (bool; such rows have
-        a zero vector and are dropped by the writer)."""
-        rows, skipped, keep = prepared.rows, prepared.skipped, prepared.keep
-        vectors, tokens, truncated = self.infer(prepared.items)
+        a zero vector and are dropped by the writer); `vectors` etc. are the kept rows'."""
         n = len(rows.ids)
         all_vectors = np.zeros((n, self.dim), np.float32)
         all_tokens = np.zeros(n, np.int32)

@@ -38,6 +38,7 @@ from service.config import Settings
 log = logging.getLogger(__name__)
 DOC_ID, TEXT = "doc_id", "text"  # the columns the reading stage hands to the actors
 NODE = "_node"  # internal: the node that embedded a row (counted in the summary)
+RAY_BATCH_WINDOWS = 4  # sort windows (`SORT_WINDOW_BATCHES` batches) per Ray batch
 
 
 class EmbedActor:
@@ -180,7 +181,9 @@ def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     dataset = read_dataset(config).map_batches(
         EmbedActor,
         fn_constructor_kwargs={"settings": settings, "options": config.options},
-        batch_size=config.options.batch_size * SORT_WINDOW_BATCHES,
+        # several sort windows per Ray batch: the actor tokenises the next window while
+        # the current one runs (`BatchEmbedder.embed_texts`)
+        batch_size=config.options.batch_size * SORT_WINDOW_BATCHES * RAY_BATCH_WINDOWS,
         batch_format="pyarrow",
         **pool,
     )

@@ -504,7 +504,12 @@ class Batcher:
             busy,
             saturated,
         )
-        if saturated:
+        if saturated or stats.real_tokens > busy * self.estimator.tokens_per_s:
+            # a batch from a short queue runs slower per token than a busy server's (the
+            # per-call overhead, the max_wait pause counted as busy), so only saturated
+            # batches measure the drain rate; but one that still beats the estimate proves
+            # it too low. Without this an estimate lowered by a stall stayed there: the 429s
+            # it causes keep the queue short, so no saturated batch came to correct it
             self.estimator.observe(stats.real_tokens, busy)
         self.turn_away_late()
         self.on_batch(stats)

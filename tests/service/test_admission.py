@@ -222,6 +222,14 @@ def _text(n: int) -> TokenizedText:
     return TokenizedText(list(range(n)), [0] * n, n)
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class GatedEmbed:
     """An embed_fn that blocks until released: lets a test hold a batch in inference."""
 
@@ -236,17 +244,24 @@ class GatedEmbed:
         return np.ones((len(texts), 4), dtype=np.float32)
 
 
-async def test_batcher_applies_the_wait_bound_and_learns_only_from_saturated_batches():
+async def test_batcher_applies_the_wait_bound_and_learns_from_saturated_batches():
+    clock = FakeClock()
     stats: list[BatchStats] = []
     est = estimator(1000.0)
+
+    def embed(texts):  # 500 tokens/s of inference, on the batcher's clock
+        clock.now += sum(t.length for t in texts) / 500.0
+        return np.ones((len(texts), 4), dtype=np.float32)
+
     batcher = Batcher(
-        lambda texts: np.ones((len(texts), 4), dtype=np.float32),
+        embed,
         BatchLimits(
             max_batch_tokens=100, max_batch_size=4, max_wait_s=0.0, max_queued_inputs=1000
         ),  # fmt: skip
         on_batch=stats.append,
         admission=AdmissionLimits(1000, max_queue_wait_s=0.05, request_timeout_s=1.0),
         estimator=est,
+        clock=clock,
     )
     # not started: the queue only fills. 40 tokens = 0.04 s at the prior: admitted
     first = batcher.submit([_text(10)] * 4)
@@ -261,10 +276,49 @@ async def test_batcher_applies_the_wait_bound_and_learns_only_from_saturated_bat
     await first.future
     await asyncio.sleep(0.05)
     assert first.started and not second.started
-    # the first window (4 texts, more waiting) was saturated; the second (5 of the
-    # 100-token budget, nothing behind) was not
+    # the first window (4 texts, more waiting) was saturated and measured 500 tokens/s;
+    # the second (5 of the 100-token budget, nothing behind) was not, and ran no faster
+    # than the estimate: it taught nothing
     assert [s.saturated for s in stats] == [True, False]
     assert est.observations == 1 and all(s.busy_seconds > 0 for s in stats)
+    await batcher.stop()
+
+
+async def test_an_estimate_lowered_by_a_stall_recovers_without_a_saturated_batch():
+    """The 8 x 8 passages case: one stalled batch lowered the estimate, the 429s that
+    followed kept the queue short, and no saturated batch came to correct it."""
+    clock, est = FakeClock(), estimator(1000.0)
+    per_token_s = [0.004]  # 250 tokens/s: the stall
+
+    def embed(texts):
+        clock.now += sum(t.length for t in texts) * per_token_s[0]
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+    batcher = Batcher(
+        embed,
+        BatchLimits(
+            max_batch_tokens=500, max_batch_size=100, max_wait_s=0.0, max_queued_inputs=1000
+        ),  # fmt: skip
+        admission=AdmissionLimits(1000, max_queue_wait_s=2.0, request_timeout_s=10.0),
+        estimator=est,
+        clock=clock,
+    )
+    # at 250 tokens/s, 400 tokens queued and 400 more take 3.2 s: past the 2 s bound
+    assert est.tokens_per_s == 1000.0
+    batcher.start()
+    await batcher.submit([_text(250)] * 2).future  # the first window left work behind
+    assert est.observations == 1 and est.tokens_per_s == pytest.approx(250.0)
+    ahead = batcher.submit([_text(200)] * 2)
+    with pytest.raises(QueueFullError):
+        batcher.submit([_text(200)] * 2)
+    await ahead.future
+    per_token_s[0] = 0.001  # the stall is over: 1000 tokens/s again
+    for _ in range(5):  # one short request at a time: never a saturated window
+        await batcher.submit([_text(200)]).future
+    assert est.tokens_per_s > 2 * 250  # rising towards the average (memory_s)
+    ahead = batcher.submit([_text(200)] * 2)
+    behind = batcher.submit([_text(200)] * 2)  # 800 tokens at >600 tokens/s: admitted
+    await asyncio.gather(ahead.future, behind.future)
     await batcher.stop()
 
 
@@ -287,14 +341,6 @@ async def test_abort_answers_queued_and_running_requests_with_the_reason():
     embed.release.set()
     await batcher.stop()
     assert not math.isnan(batcher.estimator.tokens_per_s)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_batcher_turns_away_queued_requests_when_the_drain_rate_drops():
