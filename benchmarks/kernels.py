@@ -7,7 +7,8 @@ same texts, so the machine's drift hits every backend alike.
     python -m benchmarks.kernels --window 256 [--overheads 4,16,64]   # the batcher's cut
 
 Backends: onnx-fp32 (model.onnx as served), onnx-int8 (the per-token int8 file),
-onnx-fp32-spin (model.onnx with ORT's idle worker threads spinning), torch (fp32). Prints the
+onnx-fp32-spin (model.onnx with ORT's idle worker threads spinning), onnx-fp32-1t and
+onnx-int8-1t (one intra-op thread), torch (fp32). Prints the
 median sentences/s per (backend, batch) over rounds and the ratio to onnx-fp32, and writes
 JSON. Also reports, per backend, the min cosine of its vectors to onnx-fp32's on the texts
 and its batch invariance (service.variants), the bars a large-batch backend must pass.
@@ -35,6 +36,10 @@ def make_backend(name: str, model: Path):
         return OnnxBackend(onnx / FP32_FILE, "cpu")
     if name == "onnx-int8":
         return OnnxBackend(onnx / PER_TOKEN_INT8_FILE, "cpu")
+    if name == "onnx-fp32-1t":  # one intra-op thread
+        return OnnxBackend(onnx / FP32_FILE, "cpu", threads=1)
+    if name == "onnx-int8-1t":
+        return OnnxBackend(onnx / PER_TOKEN_INT8_FILE, "cpu", threads=1)
     if name == "onnx-fp32-spin":
         backend = OnnxBackend(onnx / FP32_FILE, "cpu")
         import onnxruntime as ort

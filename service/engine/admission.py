@@ -7,7 +7,10 @@ wall-clock time while work was waiting, gaps between batches included, so the pa
 per-batch overhead and whatever else competes for the CPU (HTTP parsing, tokenising and
 answering a burst of requests) are folded into it. It is the more conservative of a slow
 moving average and the rate of the last few batches, so it drops within a batch or two
-when the server slows down and rises only as the average follows.
+when the server slows down and rises only as the average follows. The batcher feeds it the
+batches of saturated windows (a busy server's rate), and any other batch that drained
+faster than the estimate (proof that it is too low: otherwise an estimate lowered by one
+stalled batch would stay low while its own 429s kept the queue too short to saturate).
 
 Order of the checks (each names its limit):
 
