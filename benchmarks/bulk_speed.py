@@ -5,6 +5,8 @@ that interleave the contenders (this VM drifts: a ratio is read within a round):
 
   pipeline        the served pipeline in-process on length-sorted batches (the ceiling)
   job             python -m service.bulk embed (local engine), as a user runs it
+  job-2proc       two such jobs at once, each on half the corpus with one ONNX Runtime
+                  thread (processes instead of threads per session)
   job-ray         the same with --engine ray on a local Ray cluster (start included in wall,
                   not in its chunks/s)
   client-1, -4    a client loop posting batches of 64 to /v1/embeddings (1 or 4 clients)
@@ -34,7 +36,7 @@ from pathlib import Path
 from benchmarks.compare import free_port, save_report, wait_healthy
 from benchmarks.texts import passages, sentences
 
-CONTENDERS = ("pipeline", "job", "job-ray", "client-1", "client-4", "st", "st-pool")
+CONTENDERS = ("pipeline", "job", "job-2proc", "job-ray", "client-1", "client-4", "st", "st-pool")
 CLIENT_BATCH = 64
 
 
@@ -118,19 +120,34 @@ def run_clients(texts: list[str], clients: int) -> float:
         server.wait(timeout=60)
 
 
-def run_job(texts: list[str], batch_size: int, engine: str) -> tuple[float, float]:
-    """(seconds of the job's loop, wall seconds of the whole command)."""
+def run_job(
+    texts: list[str], batch_size: int, engine: str, processes: int = 1
+) -> tuple[float, float]:
+    """(seconds of the job's loop, wall seconds of the whole command). `processes` > 1:
+    that many local jobs at once, each on its share of the corpus with one ONNX Runtime
+    thread per core it gets (processes instead of threads); the loop seconds are then the
+    slowest job's (they run side by side)."""
     with tempfile.TemporaryDirectory() as tmp:
-        source = Path(tmp) / "corpus.jsonl"
-        write_jsonl(texts, source)
-        command = [sys.executable, "-m", "service.bulk", "embed", str(source), "--output",
-                   str(Path(tmp) / "out"), "--id-field", "id", "--no-progress",
-                   "--batch-size", str(batch_size), "--engine", engine]  # fmt: skip
+        commands, outputs = [], []
+        threads = max(1, (os.cpu_count() or 1) // processes) if processes > 1 else 0
+        for part in range(processes):
+            source, out = Path(tmp) / f"corpus{part}.jsonl", Path(tmp) / f"out{part}"
+            write_jsonl(texts[part::processes], source)
+            commands.append([sys.executable, "-m", "service.bulk", "embed", str(source),
+                             "--output", str(out), "--id-field", "id", "--no-progress",
+                             "--batch-size", str(batch_size), "--engine", engine])  # fmt: skip
+            outputs.append(out)
+        env = {**os.environ, "EMBED_INTRA_OP_THREADS": str(threads)} if threads else None
         started = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        jobs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, env=env) for c in commands]
+        if any(job.wait() != 0 for job in jobs):
+            raise RuntimeError("a job failed")
         wall = time.perf_counter() - started
-        summary = json.loads((Path(tmp) / "out" / "manifest.json").read_text())["summary"]
-        return len(texts) / summary["chunks_per_s"], wall
+        loops = []
+        for out in outputs:
+            summary = json.loads((out / "manifest.json").read_text())["summary"]
+            loops.append(summary["chunks"] / summary["chunks_per_s"])
+        return max(loops), wall
 
 
 def child(contender: str, kind: str, n: int, batch_size: int) -> dict:
@@ -140,6 +157,8 @@ def child(contender: str, kind: str, n: int, batch_size: int) -> dict:
         seconds = run_pipeline(texts, batch_size)
     elif contender in ("job", "job-ray"):
         seconds, wall = run_job(texts, batch_size, "ray" if contender == "job-ray" else "local")
+    elif contender == "job-2proc":
+        seconds, wall = run_job(texts, batch_size, "local", processes=2)
     elif contender.startswith("client-"):
         seconds = run_clients(texts, int(contender.split("-")[1]))
     elif contender in ("st", "st-pool"):

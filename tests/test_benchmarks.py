@@ -308,7 +308,7 @@ def test_bulk_speed_children_time_the_pipeline_and_the_job(cache_dir, monkeypatc
 
     monkeypatch.setenv("EMBED_CACHE_DIR", str(cache_dir))
     assert len(corpus("short", 40)) == 40
-    for contender in ("pipeline", "job"):
+    for contender in ("pipeline", "job", "job-2proc"):
         row = child(contender, "short", 40, 8)
         assert row["texts"] == 40 and row["texts_per_s"] > 0, row
-    assert row["command_wall_s"] >= row["seconds"]
+        assert contender == "pipeline" or row["command_wall_s"] >= row["seconds"]

@@ -15,7 +15,7 @@ from tests.bulk.conftest import cli, corpus, write_jsonl, write_parquet
 
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-OPTIONS = EmbedOptions(batch_size=2, include_text=True)  # Ray batches of 32 documents
+OPTIONS = EmbedOptions(batch_size=1, include_text=True)  # Ray batches of 64 documents
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_the_cli_starts_a_local_ray_cluster(inputs, local_output, tmp_path, cach
     before the two-node cluster below starts: two clusters at once overload 2 cores.)"""
     out = tmp_path / "out"
     result = cli("embed", str(inputs / "a.parquet"), str(inputs / "b.jsonl"), "--output",
-                 str(out), "--id-field", "id", "--engine", "ray", "--batch-size", "2",
+                 str(out), "--id-field", "id", "--engine", "ray", "--batch-size", "1",
                  "--include-text", "--shard-rows", "24", "--no-progress",
                  cache_dir=cache_dir)  # fmt: skip
     assert "chunks     99" in result.stderr
