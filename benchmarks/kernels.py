@@ -74,7 +74,7 @@ def time_backend(pipeline, batches: list[list], seconds: float, start: int) -> f
 
 def parity(pipelines: dict, corpus: list[str], reference: str = "onnx-fp32") -> dict:
     """Per backend: min cosine to `reference` on the first 256 texts, and batch invariance."""
-    from service.variants import batch_invariance, cosine_stats
+    from service.parity import batch_invariance, cosine_stats
 
     texts = corpus[:256]
     ref = pipelines[reference].encode(texts, batch_size=64)

@@ -68,6 +68,7 @@ async def info(request: Request):
         onnx_file=backend.file,
         variant_reason=backend.reason,
         source_fingerprint=backend.source_fingerprint,
+        batch_kernels=list(backend.batch_kernels),
         max_batch_tokens=settings.max_batch_tokens,
         max_batch_size=settings.max_batch_size,
         max_client_batch_size=settings.max_client_batch_size,

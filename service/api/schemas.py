@@ -327,6 +327,7 @@ class InfoResponse(BaseModel):
     onnx_file: str | None
     variant_reason: str | None = None  # why this ONNX file is served (service.variants)
     source_fingerprint: str | None = None  # sha256 of the weights served (service.artifacts)
+    batch_kernels: list[str] = []  # what serves which batches (service.backends.onnx)
     max_batch_tokens: int
     max_batch_size: int
     max_client_batch_size: int

@@ -20,6 +20,8 @@ class BackendInfo:
     reason: str | None = None  # why this file/variant is served (/info variant_reason)
     # sha256 hex of the weights served (service.artifacts.source_fingerprint)
     source_fingerprint: str | None = None
+    # what serves which batches (/info batch_kernels), e.g. a one-thread session for one text
+    batch_kernels: tuple[str, ...] = ()
 
 
 class Backend(ABC):

@@ -4,6 +4,7 @@ backend is built: service.variants)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,8 +17,38 @@ from service.backends.providers import effective_device, select_providers
 log = logging.getLogger(__name__)
 
 
+# One text of at most this many tokens runs on a second session of the same file with one
+# intra-op thread: at batch 1 the threads' synchronisation costs more than a second core
+# gives. Measured on the 2-core VM (`python -m benchmarks.kernels --backends
+# onnx-int8,onnx-int8-1t --batches 1`, quiet, docs/benchmarks.md): short texts (5-46 tokens)
+# 314 against 265 sentences/s on one thread (1.19x); ~128-token passages 34.9 against 38.5
+# (0.91x); batches of 2 equal, of 8 and more two threads win.
+SINGLE_THREAD_MAX_TOKENS = 64
+
+
+def _session_options(threads: int, memory_arena: bool):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    # The CPU arena keeps the peak of a burst for the life of the process; without it
+    # freed activations go back to the heap, which `release_memory` then trims.
+    options.enable_cpu_mem_arena = memory_arena
+    # Idle ORT worker threads must not spin: on a small CPU they steal the cores the
+    # event loop needs to parse requests and serialise responses.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxBackend(Backend):
-    """An onnxruntime InferenceSession over the transformer graph."""
+    """An onnxruntime InferenceSession over the transformer graph; on a CPU with more than
+    one core also a one-thread session of the same file for single short texts
+    (SINGLE_THREAD_MAX_TOKENS). Both run the same kernels on the same weights, so a text's
+    vector does not depend on which one ran it (the variant's batch-invariance check
+    encodes probes alone and in batches through this backend)."""
 
     def __init__(
         self,
@@ -26,23 +57,25 @@ class OnnxBackend(Backend):
         threads: int = 0,
         memory_arena: bool = True,
         reason: str | None = None,
+        single_text_session: bool = True,
     ) -> None:
         import onnxruntime as ort
 
         requested = select_providers(device)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        # The CPU arena keeps the peak of a burst for the life of the process; without it
-        # freed activations go back to the heap, which `release_memory` then trims.
-        options.enable_cpu_mem_arena = memory_arena
-        # Idle ORT worker threads must not spin: on a small CPU they steal the cores the
-        # event loop needs to parse requests and serialise responses.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(file), options, providers=requested)
+        self.session = ort.InferenceSession(
+            str(file), _session_options(threads, memory_arena), providers=requested
+        )
         actual = self.session.get_providers()
+        cores = threads or os.cpu_count() or 1
+        # built on the first single short text (the server's warm-up request), so a bulk
+        # job, which rarely has one, does not hold a second copy of the model
+        self._single_options = (
+            _session_options(1, memory_arena)
+            if single_text_session and actual[0] == "CPUExecutionProvider" and cores > 1
+            else None
+        )
+        self.single_session = None
+        self._file = file
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_name = self.session.get_outputs()[0].name
         self.info = BackendInfo(
@@ -52,15 +85,44 @@ class OnnxBackend(Backend):
             dtype=dtype_of(file.name),
             file=str(file),
             reason=reason,
+            batch_kernels=self._batch_kernels(threads),
         )
         log.info("ONNX Runtime %s on %s (%s)", file.name, actual[0], sys.platform)
+
+    def _batch_kernels(self, threads: int) -> tuple[str, ...]:
+        """What serves which batches, for /info."""
+        many = (
+            f"{threads} intra-op thread{'s' if threads > 1 else ''}"
+            if threads
+            else "ONNX Runtime's default threads (one per core)"
+        )
+        if self._single_options is None:
+            return (f"every batch: {many}",)
+        return (
+            f"one text of <= {SINGLE_THREAD_MAX_TOKENS} tokens: 1 intra-op thread",
+            f"every other batch: {many}",
+        )
 
     def forward(self, input_ids, attention_mask, token_type_ids) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = token_type_ids
-        (hidden,) = self.session.run([self.output_name], feeds)
+        single = input_ids.shape[0] == 1 and input_ids.shape[1] <= SINGLE_THREAD_MAX_TOKENS
+        session = self.session
+        if single and self._single_options is not None:
+            session = self._single_text_session()
+        (hidden,) = session.run([self.output_name], feeds)
         return np.asarray(hidden, dtype=np.float32)
 
+    def _single_text_session(self):
+        """The one-thread session (built on first use; `forward` runs in one thread)."""
+        if self.single_session is None:
+            import onnxruntime as ort
+
+            self.single_session = ort.InferenceSession(
+                str(self._file), self._single_options, providers=["CPUExecutionProvider"]
+            )
+        return self.single_session
+
     def close(self) -> None:
-        self.session = None
+        self.session = self.single_session = None

@@ -138,7 +138,10 @@ class RemoteCore:
         self._socket.connect(self.address)
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="core-replies")
         header, _ = await asyncio.wait_for(self._call({"op": "hello"}), self.hello_timeout_s)
-        self.backend_info = BackendInfo(**header["info"])
+        info = header["info"]  # JSON: the tuple came as a list
+        self.backend_info = BackendInfo(
+            **{**info, "batch_kernels": tuple(info.get("batch_kernels", ()))}
+        )
         self._heartbeat = asyncio.get_running_loop().create_task(
             self._beat(), name="core-heartbeat"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -192,6 +193,34 @@ def test_per_token_int8_is_batch_invariant_and_close_to_fp32(
     assert cosine_stats(int8.encode(SAMPLE), reference)[1] >= 0.99
 
 
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_the_one_thread_session_gives_a_single_text_the_same_vector(
+    kind, onnx_file, per_token_file
+):
+    """One short text runs on the one-thread session (faster at batch 1); its vector equals
+    the one the main session gives it, bit for bit."""
+    from service.backends.onnx import SINGLE_THREAD_MAX_TOKENS, OnnxBackend
+
+    file = onnx_file if kind == "fp32" else per_token_file
+    ids = np.array([[101, 7592, 2088, 102]], dtype=np.int64)
+    mask, types = np.ones_like(ids), np.zeros_like(ids)
+    main = OnnxBackend(file, "cpu", threads=2, single_text_session=False)
+    both = OnnxBackend(file, "cpu", threads=2)
+    assert both.single_session is None  # built on first use
+    expected = main.forward(ids, mask, types)
+    np.testing.assert_array_equal(both.forward(ids, mask, types), expected)
+    assert both.single_session is not None and main.single_session is None
+    assert any("1 intra-op thread" in line for line in both.info.batch_kernels)
+    long_ids = np.ones((1, SINGLE_THREAD_MAX_TOKENS + 1), dtype=np.int64)  # main session
+    np.testing.assert_array_equal(
+        both.forward(long_ids, np.ones_like(long_ids), np.zeros_like(long_ids)),
+        main.forward(long_ids, np.ones_like(long_ids), np.zeros_like(long_ids)),
+    )
+    assert OnnxBackend(file, "cpu", threads=1).info.batch_kernels == (
+        "every batch: 1 intra-op thread",
+    )
+
+
 def test_dynamic_int8_fails_the_invariance_check(bundled_model, onnx_file, tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -213,6 +242,8 @@ def _check_default(client, st_model):
     assert info["onnx_file"].endswith(artifacts.PER_TOKEN_INT8_FILE)
     assert info["model_dtype"] == "int8"
     assert "batch invariance" in info["variant_reason"]
+    if (os.cpu_count() or 1) > 1:  # one short text: the one-thread session
+        assert info["batch_kernels"][0].startswith("one text of <=")
     alone = np.asarray(client.post("/embed", json={"inputs": "hello world"}).json())
     batched = np.asarray(
         client.post("/embed", json={"inputs": ["hello world", SENTENCES[3]]}).json()
