@@ -91,6 +91,10 @@ class BatchStats:
 # shuffled short texts, fp32 and per-token int8): 4, 16 and 64 all beat one sorted batch by
 # 2.5-4x, 16 was best for int8 and within 3 % of the best for fp32 (docs/benchmarks.md,
 # "Multi-input requests").
+# On the quiet VM the kernels alone preferred 128 (windows of 256 short texts: 376.6 / 422.8 /
+# 432.8 sentences/s at 16 / 64 / 128), but the server did not: 16 against 128, interleaved
+# (`benchmarks.compare --baseline`, docs/data/issue26-overhead-ab-2026-12-07.json) served
+# 244 / 194 sentences/s at 16 x 1, 292 / 280 at 64 x 1, 380 / 346 at 32 x 8, passages equal.
 BATCH_OVERHEAD_TOKENS = 16
 
 
