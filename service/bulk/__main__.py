@@ -59,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--dimensions", type=int, default=None, help="keep the first D components")
     embed.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     embed.add_argument(
+        "--inference-workers",
+        type=int,
+        default=0,
+        help="batches computed at once, each on its share of the cores (0: auto, 2 on a "
+        "CPU with 2+ cores)",
+    )
+    embed.add_argument(
         "--shard-rows",
         type=int,
         default=None,
@@ -130,6 +137,7 @@ def _embed(args: argparse.Namespace) -> int:
         prompt_name=args.prompt_name, normalize=args.normalize, dimensions=args.dimensions,
         chunk_tokens=args.chunk_tokens, chunk_overlap=args.chunk_overlap,
         include_text=args.include_text, batch_size=args.batch_size,
+        inference_workers=args.inference_workers,
     )  # fmt: skip
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1 (got {args.batch_size})")

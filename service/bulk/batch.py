@@ -11,6 +11,8 @@ per Ray batch, so both give the same rows.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,12 +47,36 @@ class EmbedOptions:
     chunk_overlap: int = 0
     include_text: bool = False
     batch_size: int = 32  # texts per forward pass (speed only)
+    # batches computed at once, each on its own share of the cores (speed only; 0: auto,
+    # `inference_workers`)
+    inference_workers: int = 0
 
     def identity(self) -> dict:
-        """The options that change the output (not batch_size)."""
+        """The options that change the output (not batch_size, not inference_workers)."""
         values = asdict(self)
         values.pop("batch_size")
+        values.pop("inference_workers")
         return values
+
+
+def inference_workers(requested: int, settings: Settings) -> int:
+    """How many batches run at once. 0 (auto): 2 for ONNX Runtime on a CPU with 2 cores or
+    more when the ONNX Runtime threads are not set (`intra_op_threads`), each batch then
+    on half the cores; else 1. Measured on the 2-core VM (`python -m benchmarks.bulk_speed`,
+    docs/benchmarks.md): two jobs on one ONNX Runtime thread each embedded 437.6 short texts/s
+    where one job on two threads embedded 379.9 (a batch's two threads wait for each
+    other); batches at once in one process do the same with one copy of the model."""
+    if requested < 0:
+        raise ValueError(f"--inference-workers {requested}: must be 0 (auto) or more")
+    if requested:
+        return requested
+    from service.backends.providers import select_providers
+
+    on_cpu = select_providers(settings.device)[0] == "CPUExecutionProvider"
+    cores = os.cpu_count() or 1
+    if settings.backend != "onnx" or not on_cpu or settings.intra_op_threads or cores < 2:
+        return 1
+    return 2
 
 
 def settings_overrides(**values) -> dict:
@@ -94,8 +120,17 @@ class BatchEmbedder:
     `dimensions` above the model's, a chunk size that cannot fit the model's window)."""
 
     def __init__(self, settings: Settings, options: EmbedOptions) -> None:
+        self.workers = inference_workers(options.inference_workers, settings)
+        if self.workers > 1 and not settings.intra_op_threads:
+            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            settings = settings.model_copy(update={"intra_op_threads": threads})
         self.settings, self.options = settings, options
         self.pipeline: ModelPipeline = served_pipeline(settings)
+        self._pool = (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
+            if self.workers > 1
+            else None
+        )
         spec, tokenizer = self.pipeline.spec, self.pipeline.tokenizer
         self.prompt = self._prompt(options.prompt_name)
         self.normalize = spec.normalize if options.normalize is None else options.normalize
@@ -244,9 +279,13 @@ class BatchEmbedder:
         vectors = np.zeros((len(items), self.dim), np.float32)
         size = self.options.batch_size
         order = sorted(range(len(items)), key=lambda i: -items[i].length)
-        for begin in range(0, len(order), size):
-            rows = order[begin : begin + size]
-            raw = self.pipeline.encoder.embed([items[i] for i in rows])
+        batches = [order[begin : begin + size] for begin in range(0, len(order), size)]
+        embed = self.pipeline.encoder.embed
+        work = [[items[i] for i in rows] for rows in batches]
+        # with several inference workers the batches run at once (ONNX Runtime sessions
+        # take concurrent calls; each call on its share of the cores)
+        outputs = self._pool.map(embed, work) if self._pool is not None else map(embed, work)
+        for rows, raw in zip(batches, outputs):
             vectors[rows] = postprocess(np.asarray(raw), self.normalize, self.options.dimensions)
         tokens = np.fromiter((item.length for item in items), np.int32, len(items))
         truncated = np.fromiter(
@@ -266,6 +305,8 @@ class BatchEmbedder:
         return tuple(np.concatenate(column) for column in zip(*results))  # type: ignore[return-value]
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self.pipeline.close()
 
 

@@ -214,7 +214,7 @@ def test_batches_run_sorted_by_length_and_come_back_in_order(tmp_path, cache_dir
 
     embedder = BatchEmbedder(
         Settings(_env_file=None, cache_dir=cache_dir, onnx_file="model.onnx"),
-        EmbedOptions(batch_size=4),
+        EmbedOptions(batch_size=4, inference_workers=1),  # one batch at a time: in order
     )
     recording = RecordingBackend(embedder.pipeline.backend)
     embedder.pipeline.encoder.backend = recording
@@ -230,3 +230,24 @@ def test_batches_run_sorted_by_length_and_come_back_in_order(tmp_path, cache_dir
         t.length for t in embedder.pipeline.tokenizer.encode(texts)
     ]
     embedder.close()
+
+
+@pytest.mark.parametrize("onnx_file", ["model.onnx", "auto"])  # auto: the per-token int8
+def test_batches_at_once_give_the_same_vectors(onnx_file, cache_dir):
+    """--inference-workers 2 (two batches at once on one ONNX Runtime thread each) gives
+    the vectors one worker on every core gives, bit for bit, in input order."""
+    from service.bulk.batch import BatchEmbedder
+
+    settings = Settings(_env_file=None, cache_dir=cache_dir, onnx_file=onnx_file)
+    texts = [" ".join(["word"] * (i % 37 + 1)) + f" {i}" for i in range(70)]
+    one = BatchEmbedder(settings, EmbedOptions(batch_size=8, inference_workers=1))
+    two = BatchEmbedder(settings, EmbedOptions(batch_size=8, inference_workers=2))
+    assert two.workers == 2 and two.settings.intra_op_threads >= 1
+    expected, got = one.embed_texts(texts), two.embed_texts(texts)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    assert one.meta()["options"] == two.meta()["options"]  # a resume may change it
+    one.close()
+    two.close()
+    with pytest.raises(ValueError, match="--inference-workers -1"):
+        BatchEmbedder(settings, EmbedOptions(inference_workers=-1))
