@@ -10,7 +10,8 @@ Without `--ray-address` a local Ray cluster starts in this process; with it the 
 that cluster (`ray start --head` on one node, `ray start --address HEAD:6379` on the
 others; every node needs this package installed). Actor pool: one actor per GPU with
 `num_gpus=1` on GPU clusters; on CPU clusters up to (cluster CPUs - 1) / cpus_per_actor
-actors (one CPU left to the readers), each running ONNX Runtime on CPUs / actors threads.
+actors (one CPU left to the readers), each running ONNX Runtime on CPUs / actors cores
+(`inference_workers` batches at once, auto 2, as the local engine).
 
 Differences from the local engine (docs/indexing.md): --id-field is required for JSONL /
 Parquet / CSV input (Ray's readers do not number rows), a malformed record stops the run
@@ -23,6 +24,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow as pa
@@ -170,17 +172,21 @@ def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     context.execution_options.preserve_order = True  # rows come back in input order
     context.enable_progress_bars = False
     pool, threads = actor_pool(cpus_per_actor)
-    settings = dict(config.settings)
+    settings, options = dict(config.settings), config.options
     if "num_gpus" in pool:
         settings["device"] = "cuda"
-    else:
-        settings.setdefault("intra_op_threads", threads)
+    elif "intra_op_threads" not in settings:
+        # the actor's cores as the local engine splits them: batches at once
+        # (`inference_workers`, auto: 2), each on its share of the cores
+        workers = options.inference_workers or min(2, threads)
+        options = replace(options, inference_workers=workers)
+        settings["intra_op_threads"] = max(1, threads // workers)
     driver = BatchEmbedder(Settings(**settings), config.options)  # meta + schema, and checks
     meta, schema = driver.meta(), driver.schema
     driver.close()
     dataset = read_dataset(config).map_batches(
         EmbedActor,
-        fn_constructor_kwargs={"settings": settings, "options": config.options},
+        fn_constructor_kwargs={"settings": settings, "options": options},
         # several sort windows per Ray batch: the actor tokenises the next window while
         # the current one runs (`BatchEmbedder.embed_texts`)
         batch_size=config.options.batch_size * SORT_WINDOW_BATCHES * RAY_BATCH_WINDOWS,

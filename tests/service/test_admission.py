@@ -230,6 +230,17 @@ class FakeClock:
         return self.now
 
 
+class ClockedEmbed:
+    """An embed_fn whose inference takes `per_token_s` per token on a FakeClock."""
+
+    def __init__(self, clock: FakeClock, per_token_s: float) -> None:
+        self.clock, self.per_token_s = clock, per_token_s
+
+    def __call__(self, texts):
+        self.clock.now += sum(t.length for t in texts) * self.per_token_s
+        return np.ones((len(texts), 4), dtype=np.float32)
+
+
 class GatedEmbed:
     """An embed_fn that blocks until released: lets a test hold a batch in inference."""
 
@@ -248,13 +259,8 @@ async def test_batcher_applies_the_wait_bound_and_learns_from_saturated_batches(
     clock = FakeClock()
     stats: list[BatchStats] = []
     est = estimator(1000.0)
-
-    def embed(texts):  # 500 tokens/s of inference, on the batcher's clock
-        clock.now += sum(t.length for t in texts) / 500.0
-        return np.ones((len(texts), 4), dtype=np.float32)
-
     batcher = Batcher(
-        embed,
+        ClockedEmbed(clock, 1 / 500.0),  # 500 tokens/s of inference
         BatchLimits(
             max_batch_tokens=100, max_batch_size=4, max_wait_s=0.0, max_queued_inputs=1000
         ),  # fmt: skip
@@ -288,12 +294,7 @@ async def test_an_estimate_lowered_by_a_stall_recovers_without_a_saturated_batch
     """The 8 x 8 passages case: one stalled batch lowered the estimate, the 429s that
     followed kept the queue short, and no saturated batch came to correct it."""
     clock, est = FakeClock(), estimator(1000.0)
-    per_token_s = [0.004]  # 250 tokens/s: the stall
-
-    def embed(texts):
-        clock.now += sum(t.length for t in texts) * per_token_s[0]
-        return np.ones((len(texts), 4), dtype=np.float32)
-
+    embed = ClockedEmbed(clock, 0.004)  # 250 tokens/s: the stall
     batcher = Batcher(
         embed,
         BatchLimits(
@@ -312,7 +313,7 @@ async def test_an_estimate_lowered_by_a_stall_recovers_without_a_saturated_batch
     with pytest.raises(QueueFullError):
         batcher.submit([_text(200)] * 2)
     await ahead.future
-    per_token_s[0] = 0.001  # the stall is over: 1000 tokens/s again
+    embed.per_token_s = 0.001  # the stall is over: 1000 tokens/s again
     for _ in range(5):  # one short request at a time: never a saturated window
         await batcher.submit([_text(200)]).future
     assert est.tokens_per_s > 2 * 250  # rising towards the average (memory_s)
