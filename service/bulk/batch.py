@@ -59,6 +59,15 @@ class EmbedOptions:
         return values
 
 
+def core_split(workers: int, cores: int) -> tuple[int, int]:
+    """(inference workers, ONNX Runtime threads per worker) sharing `cores` cores:
+    `workers` (0: auto, two where there are two cores or more), the cores divided among
+    them, at least one thread each. The local job splits the machine's cores, a Ray actor
+    its share of the node's."""
+    workers = workers or min(2, cores)
+    return workers, max(1, cores // workers)
+
+
 def inference_workers(requested: int, settings: Settings) -> int:
     """How many batches run at once. 0 (auto): 2 for ONNX Runtime on a CPU with 2 cores or
     more when the ONNX Runtime threads are not set (`intra_op_threads`), each batch then
@@ -74,9 +83,9 @@ def inference_workers(requested: int, settings: Settings) -> int:
 
     on_cpu = select_providers(settings.device)[0] == "CPUExecutionProvider"
     cores = os.cpu_count() or 1
-    if settings.backend != "onnx" or not on_cpu or settings.intra_op_threads or cores < 2:
+    if settings.backend != "onnx" or not on_cpu or settings.intra_op_threads:
         return 1
-    return 2
+    return core_split(0, cores)[0]
 
 
 def settings_overrides(**values) -> dict:
@@ -122,7 +131,7 @@ class BatchEmbedder:
     def __init__(self, settings: Settings, options: EmbedOptions) -> None:
         self.workers = inference_workers(options.inference_workers, settings)
         if self.workers > 1 and not settings.intra_op_threads:
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
+            threads = core_split(self.workers, os.cpu_count() or 1)[1]
             settings = settings.model_copy(update={"intra_op_threads": threads})
         self.settings, self.options = settings, options
         self.pipeline: ModelPipeline = served_pipeline(settings)

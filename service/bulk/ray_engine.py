@@ -31,7 +31,7 @@ import pyarrow as pa
 from filelock import FileLock
 from tqdm import tqdm
 
-from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, EmbedOptions
+from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, EmbedOptions, core_split
 from service.bulk.output import ResumeError, ShardWriter, Totals
 from service.bulk.readers import CSV_DELIMITERS, InputError, _kind, input_files
 from service.bulk.sinks import open_sink
@@ -178,9 +178,8 @@ def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     elif "intra_op_threads" not in settings:
         # the actor's cores as the local engine splits them: batches at once
         # (`inference_workers`, auto: 2), each on its share of the cores
-        workers = options.inference_workers or min(2, threads)
+        workers, settings["intra_op_threads"] = core_split(options.inference_workers, threads)
         options = replace(options, inference_workers=workers)
-        settings["intra_op_threads"] = max(1, threads // workers)
     driver = BatchEmbedder(Settings(**settings), config.options)  # meta + schema, and checks
     meta, schema = driver.meta(), driver.schema
     driver.close()
