@@ -3,7 +3,8 @@
 Each contender runs in its own child process (clean memory, its own threads), in rounds
 that interleave the contenders (this VM drifts: a ratio is read within a round):
 
-  pipeline        the served pipeline in-process on length-sorted batches (the ceiling)
+  pipeline        the served pipeline in-process on length-sorted batches, its inference
+                  workers' batches at once (the ceiling)
   job             python -m service.bulk embed (local engine), as a user runs it
   job-2proc       two such jobs at once, each on half the corpus with one ONNX Runtime
                   thread (processes instead of threads per session)
@@ -65,8 +66,11 @@ def run_pipeline(texts: list[str], batch_size: int) -> float:
     started = time.perf_counter()
     items = pipeline.tokenizer.encode(texts, truncate=True)
     order = sorted(range(len(items)), key=lambda i: -items[i].length)
-    for begin in range(0, len(order), batch_size):
-        pipeline.encoder.embed([items[i] for i in order[begin : begin + batch_size]])
+    batches = [
+        [items[i] for i in order[begin : begin + batch_size]]
+        for begin in range(0, len(order), batch_size)
+    ]
+    pipeline.embed_batches(batches)  # its inference workers' batches at once, as served
     return time.perf_counter() - started
 
 

@@ -285,8 +285,9 @@ def run_contender(name, command, route, grid, duration, data, client="raw") -> l
 
 class PipelineCeiling:
     """The default configuration's pipeline in this process (the served ONNX file, the
-    tokenizer, pooling): throughput on length-sorted batches of the texts a grid point sends,
-    tokenising included, no HTTP and no batcher. The bound the server's batching aims at."""
+    tokenizer, pooling, its inference workers): throughput on length-sorted batches of the
+    texts a grid point sends, tokenising included, no HTTP and no batcher. The bound the
+    server's batching aims at."""
 
     def __init__(self, model: Path, batch_size: int = 64) -> None:
         from service.config import Settings
@@ -305,17 +306,21 @@ class PipelineCeiling:
         lengths = [t.length for t in tokenizer.encode(corpus)]
         ordered = [text for _, text in sorted(zip(lengths, corpus), key=lambda p: p[0])]
         batch = self.batch_size if length == "short" else max(self.batch_size // 4, 1)
-        batches = [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
-        self.pipeline.encode(batches[len(batches) // 2], batch_size=batch)  # warm-up
+        # `workers` sorted batches per call: the pipeline runs them at once, as the server
+        # runs its batches (service.engine.workers)
+        span = batch * self.pipeline.workers
+        chunks = [ordered[i : i + span] for i in range(0, len(ordered), span)]
+        self.pipeline.encode(chunks[len(chunks) // 2], batch_size=batch)  # warm-up
         done, index, started = 0, 0, time.perf_counter()
         while time.perf_counter() - started < duration:
-            chunk = batches[index % len(batches)]
+            chunk = chunks[index % len(chunks)]
             self.pipeline.encode(chunk, batch_size=batch)
             done, index = done + len(chunk), index + 1
         seconds = time.perf_counter() - started
         return {"contender": CEILING, "length": length, "inputs_per_request": inputs,
                 "concurrency": point[0], "batch": batch, "seconds": round(seconds, 2),
                 "backend": self.pipeline.backend.info.file or self.pipeline.backend.info.name,
+                "inference_workers": self.pipeline.workers,
                 "sentences_per_s": round(done / seconds, 1)}  # fmt: skip
 
     def close(self) -> None:

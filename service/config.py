@@ -58,7 +58,16 @@ class Settings(BaseSettings):
         None, description="prompt applied when a request names none (default: the model's own)"
     )
     intra_op_threads: int = Field(
-        0, ge=0, description="ONNX Runtime / torch threads (0: all cores)"
+        0,
+        ge=0,
+        description="ONNX Runtime / torch threads per batch (0: all cores, or "
+        "the cores divided among the inference workers)",
+    )
+    inference_workers: int = Field(
+        0,
+        ge=0,
+        description="batches computed at once, one thread each (0: auto: 2 for "
+        "ONNX Runtime on a CPU with 2+ cores and intra_op_threads unset, else 1)",
     )
     release_memory: bool = Field(
         False,

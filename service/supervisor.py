@@ -128,7 +128,7 @@ async def _core_main(settings: Settings, address: str, ready) -> None:
     from service.metrics import Metrics
 
     pipeline = await asyncio.to_thread(served_pipeline, settings)
-    core = InprocCore(settings, pipeline.encoder, Metrics())
+    core = InprocCore(settings, pipeline.encoder, Metrics(), pipeline.workers)
     server = CoreServer(core, address)
     server.bind()
     serving = asyncio.get_running_loop().create_task(server.serve())

@@ -69,6 +69,7 @@ async def info(request: Request):
         variant_reason=backend.reason,
         source_fingerprint=backend.source_fingerprint,
         batch_kernels=list(backend.batch_kernels),
+        inference_workers=backend.inference_workers,
         max_batch_tokens=settings.max_batch_tokens,
         max_batch_size=settings.max_batch_size,
         max_client_batch_size=settings.max_client_batch_size,

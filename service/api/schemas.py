@@ -328,6 +328,7 @@ class InfoResponse(BaseModel):
     variant_reason: str | None = None  # why this ONNX file is served (service.variants)
     source_fingerprint: str | None = None  # sha256 of the weights served (service.artifacts)
     batch_kernels: list[str] = []  # what serves which batches (service.backends.onnx)
+    inference_workers: int = 1  # batches computed at once (service.engine.workers)
     max_batch_tokens: int
     max_batch_size: int
     max_client_batch_size: int

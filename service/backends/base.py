@@ -22,6 +22,9 @@ class BackendInfo:
     source_fingerprint: str | None = None
     # what serves which batches (/info batch_kernels), e.g. a one-thread session for one text
     batch_kernels: tuple[str, ...] = ()
+    # batches computed at once, each on its own thread(s) (set by the pipeline:
+    # service.engine.workers; /info inference_workers)
+    inference_workers: int = 1
 
 
 class Backend(ABC):

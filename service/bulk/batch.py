@@ -11,8 +11,6 @@ per Ray batch, so both give the same rows.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,35 +57,6 @@ class EmbedOptions:
         return values
 
 
-def core_split(workers: int, cores: int) -> tuple[int, int]:
-    """(inference workers, ONNX Runtime threads per worker) sharing `cores` cores:
-    `workers` (0: auto, two where there are two cores or more), the cores divided among
-    them, at least one thread each. The local job splits the machine's cores, a Ray actor
-    its share of the node's."""
-    workers = workers or min(2, cores)
-    return workers, max(1, cores // workers)
-
-
-def inference_workers(requested: int, settings: Settings) -> int:
-    """How many batches run at once. 0 (auto): 2 for ONNX Runtime on a CPU with 2 cores or
-    more when the ONNX Runtime threads are not set (`intra_op_threads`), each batch then
-    on half the cores; else 1. Measured on the 2-core VM (`python -m benchmarks.bulk_speed`,
-    docs/benchmarks.md): two jobs on one ONNX Runtime thread each embedded 437.6 short texts/s
-    where one job on two threads embedded 379.9 (a batch's two threads wait for each
-    other); batches at once in one process do the same with one copy of the model."""
-    if requested < 0:
-        raise ValueError(f"--inference-workers {requested}: must be 0 (auto) or more")
-    if requested:
-        return requested
-    from service.backends.providers import select_providers
-
-    on_cpu = select_providers(settings.device)[0] == "CPUExecutionProvider"
-    cores = os.cpu_count() or 1
-    if settings.backend != "onnx" or not on_cpu or settings.intra_op_threads:
-        return 1
-    return core_split(0, cores)[0]
-
-
 def settings_overrides(**values) -> dict:
     """The Settings fields the job passes on (None values dropped): what a Ray actor needs
     to build the same pipeline."""
@@ -129,17 +98,17 @@ class BatchEmbedder:
     `dimensions` above the model's, a chunk size that cannot fit the model's window)."""
 
     def __init__(self, settings: Settings, options: EmbedOptions) -> None:
-        self.workers = inference_workers(options.inference_workers, settings)
-        if self.workers > 1 and not settings.intra_op_threads:
-            threads = core_split(self.workers, os.cpu_count() or 1)[1]
-            settings = settings.model_copy(update={"intra_op_threads": threads})
+        if options.inference_workers < 0:
+            raise ValueError(
+                f"--inference-workers {options.inference_workers}: must be 0 (auto) or more"
+            )
+        if options.inference_workers:
+            settings = settings.model_copy(update={"inference_workers": options.inference_workers})
         self.settings, self.options = settings, options
+        # batches at once, each on its share of the cores: the server's rule
+        # (service.engine.workers), run by the pipeline (`ModelPipeline.embed_batches`)
         self.pipeline: ModelPipeline = served_pipeline(settings)
-        self._pool = (
-            ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
-            if self.workers > 1
-            else None
-        )
+        self.workers = self.pipeline.workers
         spec, tokenizer = self.pipeline.spec, self.pipeline.tokenizer
         self.prompt = self._prompt(options.prompt_name)
         self.normalize = spec.normalize if options.normalize is None else options.normalize
@@ -289,11 +258,8 @@ class BatchEmbedder:
         size = self.options.batch_size
         order = sorted(range(len(items)), key=lambda i: -items[i].length)
         batches = [order[begin : begin + size] for begin in range(0, len(order), size)]
-        embed = self.pipeline.encoder.embed
         work = [[items[i] for i in rows] for rows in batches]
-        # with several inference workers the batches run at once (ONNX Runtime sessions
-        # take concurrent calls; each call on its share of the cores)
-        outputs = self._pool.map(embed, work) if self._pool is not None else map(embed, work)
+        outputs = self.pipeline.embed_batches(work)  # `workers` batches at once
         for rows, raw in zip(batches, outputs):
             vectors[rows] = postprocess(np.asarray(raw), self.normalize, self.options.dimensions)
         tokens = np.fromiter((item.length for item in items), np.int32, len(items))
@@ -314,8 +280,6 @@ class BatchEmbedder:
         return tuple(np.concatenate(column) for column in zip(*results))  # type: ignore[return-value]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
         self.pipeline.close()
 
 

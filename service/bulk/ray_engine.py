@@ -31,11 +31,12 @@ import pyarrow as pa
 from filelock import FileLock
 from tqdm import tqdm
 
-from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, EmbedOptions, core_split
+from service.bulk.batch import SORT_WINDOW_BATCHES, BatchEmbedder, EmbedOptions
 from service.bulk.output import ResumeError, ShardWriter, Totals
 from service.bulk.readers import CSV_DELIMITERS, InputError, _kind, input_files
 from service.bulk.sinks import open_sink
 from service.config import Settings
+from service.engine.workers import core_split
 
 log = logging.getLogger(__name__)
 DOC_ID, TEXT = "doc_id", "text"  # the columns the reading stage hands to the actors

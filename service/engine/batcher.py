@@ -3,9 +3,12 @@
 Requests put their tokenised texts in one bounded queue. A single worker task takes a
 FIFO window of queued texts, sorts it by length and cuts it where the padding saved is
 worth one more inference call (`plan_batches`), within the padded-token budget and the size
-cap; a window closes early when the oldest text has waited `max_wait`. Inference runs in a
-dedicated thread, off the event loop, and every batch of a window is handed to it at once,
-so it runs them back to back without waiting for the event loop in between. Every request
+cap; a window closes early when the oldest text has waited `max_wait`. Inference runs in
+`workers` dedicated threads, off the event loop (`service.engine.workers`: on a small CPU
+two batches at once on one core each beat one batch on both). Every batch of a window is
+handed to them at once, so they run back to back without waiting for the event loop in
+between, and the next window is taken as soon as a thread has nothing left to start (while
+the other still computes), split in two when it would leave a thread idle. Every request
 gets its own vectors back in its own order; a failing batch fails only the requests that had
 texts in it."""
 
@@ -16,6 +19,7 @@ import collections
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -139,6 +143,24 @@ def plan_batches(
     return batches[::-1]
 
 
+def spread(batches: list[list[WorkItem]], threads: int) -> list[list[WorkItem]]:
+    """`batches` with the one of most padded tokens halved (sorted halves) until there are
+    `threads` (the inference threads with nothing to start) or none has two texts: a lone
+    window must not leave a thread idle while one thread computes it all."""
+    batches = list(batches)
+    while 0 < len(batches) < threads:
+        i = max(range(len(batches)), key=lambda k: _padded(batches[k]))
+        if len(batches[i]) < 2:
+            break
+        half = len(batches[i]) // 2
+        batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+    return batches
+
+
+def _padded(batch: list[WorkItem]) -> int:
+    return len(batch) * max(it.text.length for it in batch)
+
+
 class InferenceResult(NamedTuple):
     """One batch back from the inference thread: the items computed (its texts whose
     requests still waited), their vectors, and when inference started and ended."""
@@ -156,7 +178,7 @@ def gather(results: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
 
 
 class Batcher:
-    """The queue, the worker task and the inference thread."""
+    """The queue, the worker task and the inference threads (`workers`, default 1)."""
 
     def __init__(
         self,
@@ -170,8 +192,10 @@ class Batcher:
         admission: AdmissionLimits | None = None,
         estimator: ThroughputEstimator | None = None,
         clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
     ) -> None:
         self.embed_fn, self.limits, self.clock = embed_fn, limits, clock
+        self.workers = max(1, workers)
         self.admission = admission or AdmissionLimits(limits.max_queued_inputs)
         self.estimator = estimator or ThroughputEstimator()
         # called once on the event loop when no work has arrived for quiet_after_s
@@ -182,18 +206,20 @@ class Batcher:
         self.on_queue_depth = on_queue_depth or (lambda depth: None)
         self._queue: collections.deque[WorkItem] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
         self._task: asyncio.Task | None = None
         self._accepting = True
-        self._busy = False
         self._idle = asyncio.Event()
         self._idle.set()
         self._queued_tokens = 0
-        self._current: list[WorkItem] = []  # the window being computed
-        self._inference_running = False
+        self._rounds: dict[asyncio.Task, list[WorkItem]] = {}  # windows being computed
+        self._unfinished = 0  # batches handed to the inference threads, not finished
+        self._thread_free = asyncio.Event()
+        self._calls: dict[int, float] = {}  # inference thread -> when its call started
+        self._calls_lock = threading.Lock()
         self._last_batch_end = 0.0
+        self._unobserved_tokens = 0  # finished at the same instant as the batch before
         self._running_tokens = 0  # taken from the queue, not finished
-        self._batch_started = 0.0
 
     # -------------------------------------------------------------- admission
 
@@ -211,18 +237,20 @@ class Batcher:
 
     @property
     def inference_running(self) -> bool:
-        """True while the inference thread is inside embed_fn (also after an abort)."""
-        return self._inference_running
+        """True while an inference thread is inside embed_fn (also after an abort)."""
+        return bool(self._calls)
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self._rounds)
 
     def load(self) -> QueueLoad:
         """The work ahead of a request arriving now: the queue and the unfinished rest of
-        the batches taken from it."""
-        return QueueLoad(
-            len(self._queue),
-            self._queued_tokens,
-            self._running_tokens,
-            self.clock() - self._batch_started if self._running_tokens else 0.0,
-        )
+        the batches taken from it (running since the oldest call now inside embed_fn)."""
+        with self._calls_lock:
+            started = min(self._calls.values(), default=None)
+        running_s = self.clock() - started if self._running_tokens and started else 0.0
+        return QueueLoad(len(self._queue), self._queued_tokens, self._running_tokens, running_s)
 
     def queued_seconds(self) -> float:
         """Estimated seconds until everything queued or running now is done."""
@@ -329,11 +357,12 @@ class Batcher:
         Returns the number of requests failed."""
         self._accepting = False
         self._cancel_quiet_timer()
-        unanswered = self._in_flight_and_queued()  # before the worker forgets its window
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        unanswered = self._in_flight_and_queued()  # before the rounds forget their windows
+        for task in [self._task, *self._rounds]:
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         failed = 0
         for request in unanswered:
             if not request.finished:
@@ -342,8 +371,7 @@ class Batcher:
         self._queue.clear()
         self._queued_tokens = 0
         self._running_tokens = 0
-        self._busy = False
-        self._current = []
+        self._rounds.clear()
         self.on_queue_depth(0)
         self._idle.set()
         return failed
@@ -354,7 +382,8 @@ class Batcher:
 
     def _in_flight_and_queued(self) -> list[PendingRequest]:
         seen: dict[int, PendingRequest] = {}
-        for item in [*self._current, *self._queue]:
+        in_flight = [item for window in self._rounds.values() for item in window]
+        for item in [*in_flight, *self._queue]:
             if not item.request.finished:
                 seen.setdefault(id(item.request), item.request)
         return list(seen.values())
@@ -425,50 +454,72 @@ class Batcher:
             except asyncio.TimeoutError:
                 break
 
+    async def _wait_for_a_thread(self) -> None:
+        """Until an inference thread has no batch to start."""
+        while self._unfinished >= self.workers:
+            self._thread_free.clear()
+            await self._thread_free.wait()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await self._wait_for_work()
-            self._busy = True
-            submitted: list[tuple[list[WorkItem], asyncio.Future]] = []
-            try:
-                window, saturated = self._window()
-                self._current = window
-                self._running_tokens = sum(it.text.length for it in window)
-                # work was ready from its oldest text's arrival (or the previous batch's end)
-                ready_at = min((it.enqueued for it in window), default=self.clock())
-                # every batch of the window goes to the inference thread at once: it runs
-                # them back to back, without waiting for this loop between two batches
-                for batch in plan_batches(window, self.limits):
-                    future = loop.run_in_executor(self._executor, self._embed_in_thread, batch)
-                    submitted.append((batch, future))
-                for batch, future in submitted:
-                    await self._finish_batch(batch, future, saturated, ready_at)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the worker must outlive any bug in one round
-                log.exception("batcher round failed")
-            finally:
-                for _, future in submitted:  # not started yet (abort): never runs
-                    future.cancel()
-                self._current = []
-                self._running_tokens = 0
-                self._busy = False
+            await self._wait_for_a_thread()
+            window, saturated = self._window()
+            if not window:  # every queued text's request was answered meanwhile
                 self._update_idle()
+                continue
+            self._running_tokens += sum(it.text.length for it in window)
+            batches = spread(plan_batches(window, self.limits), self.workers - self._unfinished)
+            self._unfinished += len(batches)
+            task = loop.create_task(self._compute(batches, saturated), name="batcher-round")
+            self._rounds[task] = window
+            task.add_done_callback(self._round_done)
+
+    def _round_done(self, task: asyncio.Task) -> None:
+        self._rounds.pop(task, None)
+        self._update_idle()
+
+    async def _compute(self, batches: list[list[WorkItem]], saturated: bool) -> None:
+        """Hand a window's batches to the inference threads at once and each one's vectors
+        to their requests as it finishes."""
+        loop = asyncio.get_running_loop()
+        # work was ready from its oldest text's arrival (or the previous batch's end)
+        ready_at = min(it.enqueued for batch in batches for it in batch)
+        futures = [
+            loop.run_in_executor(self._executor, self._embed_in_thread, batch) for batch in batches
+        ]
+        try:
+            await asyncio.gather(
+                *(
+                    self._finish_batch(batch, future, saturated, ready_at)
+                    for batch, future in zip(batches, futures)
+                )
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the worker must outlive any bug in one round
+            log.exception("batcher round failed")
+        finally:
+            for future in futures:  # not started yet (abort): never runs
+                future.cancel()
 
     def _embed_in_thread(self, batch: list[WorkItem]) -> InferenceResult | None:
         """Run a batch's texts whose requests still wait (None when none does: all were
-        cancelled while it was queued for this thread). Runs in the inference thread."""
+        cancelled while it was queued for this thread). Runs in an inference thread."""
         live = [it for it in batch if not it.request.finished]
         if not live:
             return None
-        self._inference_running = True
-        started = self._batch_started = self.clock()
+        thread = threading.get_ident()
+        started = self.clock()
+        with self._calls_lock:
+            self._calls[thread] = started
         try:
             vectors = self.embed_fn([it.text for it in live])
             return InferenceResult(live, vectors, started, self.clock())
         finally:
-            self._inference_running = False
+            with self._calls_lock:
+                del self._calls[thread]
 
     async def _finish_batch(
         self,
@@ -483,7 +534,6 @@ class Batcher:
         try:
             result = await future
         except Exception as exc:  # noqa: BLE001 - any backend failure fails this batch only
-            self._running_tokens -= taken
             log.exception("inference failed for a batch of %d inputs", len(batch))
             self.on_failure(exc)
             error = BatchFailedError(f"inference failed: {type(exc).__name__}: {exc}")
@@ -491,15 +541,19 @@ class Batcher:
                 if not item.request.finished:
                     item.request.future.set_exception(error)
             return
-        self._running_tokens -= taken
+        finally:
+            self._running_tokens -= taken
+            self._unfinished -= 1
+            self._thread_free.set()
         if result is None:
             return
         batch, vectors, started, ended = result
         texts = [it.text for it in batch]
         # busy time includes the gap since the previous batch (result hand-out, the event
-        # loop's other work): under load that gap is part of what each batch costs
+        # loop's other work): under load that gap is part of what each batch costs. With
+        # several threads it is the time since any batch ended: the queue's drain rate
         busy = ended - max(self._last_batch_end, ready_at)
-        self._last_batch_end = ended
+        self._last_batch_end = max(self._last_batch_end, ended)
         stats = BatchStats(
             len(texts),
             max(t.length for t in texts) * len(texts),
@@ -508,13 +562,7 @@ class Batcher:
             busy,
             saturated,
         )
-        if saturated or stats.real_tokens > busy * self.estimator.tokens_per_s:
-            # a batch from a short queue runs slower per token than a busy server's (the
-            # per-call overhead, the max_wait pause counted as busy), so only saturated
-            # batches measure the drain rate; but one that still beats the estimate proves
-            # it too low. Without this an estimate lowered by a stall stayed there: the 429s
-            # it causes keep the queue short, so no saturated batch came to correct it
-            self.estimator.observe(stats.real_tokens, busy)
+        self._observe(stats, saturated)
         self.turn_away_late()
         self.on_batch(stats)
         for item, vector in zip(batch, vectors):
@@ -525,3 +573,19 @@ class Batcher:
             request.remaining -= 1
             if request.remaining == 0:
                 request.future.set_result(gather(request.results))
+
+    def _observe(self, stats: BatchStats, saturated: bool) -> None:
+        """Feed a finished batch to the drain-rate estimate (see below)."""
+        tokens = stats.real_tokens + self._unobserved_tokens
+        if stats.busy_seconds <= 0:  # ended with (or before) another thread's batch
+            self._unobserved_tokens = tokens  # counted with the next one
+            return
+        self._unobserved_tokens = 0
+        busy = stats.busy_seconds
+        if saturated or tokens > busy * self.estimator.tokens_per_s:
+            # a batch from a short queue runs slower per token than a busy server's (the
+            # per-call overhead, the max_wait pause counted as busy), so only saturated
+            # batches measure the drain rate; but one that still beats the estimate proves
+            # it too low. Without this an estimate lowered by a stall stayed there: the 429s
+            # it causes keep the queue short, so no saturated batch came to correct it
+            self.estimator.observe(tokens, busy)

@@ -93,7 +93,10 @@ class InprocCore:
     """The batcher and encoder in this process: requests are queued, batched across every
     request in flight, and answered within `request_timeout_s`."""
 
-    def __init__(self, settings: Settings, encoder: SentenceEncoder, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, encoder: SentenceEncoder, metrics: Metrics, workers: int = 1
+    ) -> None:
+        """`workers`: inference threads, batches computed at once (the pipeline's)."""
         self.settings, self.encoder, self.metrics = settings, encoder, metrics
         self.batcher = Batcher(
             encoder.embed,
@@ -111,6 +114,7 @@ class InprocCore:
                 settings.max_queued_inputs, settings.max_queue_wait_s, settings.request_timeout_s
             ),
             estimator=ThroughputEstimator(),
+            workers=workers,
         )
         metrics.throughput_estimate.set(self.batcher.estimator.tokens_per_s)
 

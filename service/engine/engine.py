@@ -80,7 +80,7 @@ class EmbeddingEngine:
     @classmethod
     def over(cls, settings: Settings, pipeline: ModelPipeline, metrics: Metrics):
         """An engine with an in-process core over an already built `pipeline`."""
-        core = InprocCore(settings, pipeline.encoder, metrics)
+        core = InprocCore(settings, pipeline.encoder, metrics, pipeline.workers)
         return cls(settings, pipeline.spec, pipeline.tokenizer, core, metrics)
 
     @classmethod

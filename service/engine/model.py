@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,16 +19,31 @@ import numpy as np
 from service.backends.base import Backend
 from service.engine.encoder import SentenceEncoder, postprocess
 from service.engine.model_spec import ModelSpec, load_model_spec, resolve_model_path
-from service.engine.tokenizer import ModelTokenizer
+from service.engine.tokenizer import ModelTokenizer, TokenizedText
 
 
 class ModelPipeline:
     """The served model without HTTP or batching: texts -> tokenizer -> backend -> pooling
-    and Dense (`encoder`, what the inference thread runs) -> normalise / dimensions."""
+    and Dense (`encoder`, what the inference threads run) -> normalise / dimensions.
+    `workers`: how many batches run at once (`service.engine.workers.worker_plan`; the
+    backend's threads are that share of the cores)."""
 
-    def __init__(self, spec: ModelSpec, tokenizer: ModelTokenizer, backend: Backend) -> None:
+    def __init__(
+        self, spec: ModelSpec, tokenizer: ModelTokenizer, backend: Backend, workers: int = 1
+    ) -> None:
         self.spec, self.tokenizer, self.backend = spec, tokenizer, backend
         self.encoder = SentenceEncoder(spec, backend, tokenizer.pad_id)
+        self.workers = max(1, workers)
+        self._pool: ThreadPoolExecutor | None = None  # built on first use
+
+    def embed_batches(self, batches: list[list[TokenizedText]]) -> list:
+        """`encoder.embed` of each batch, in order, up to `workers` of them at once (ONNX
+        Runtime sessions take concurrent calls). Outputs as `SentenceEncoder.embed`."""
+        if self.workers == 1 or len(batches) < 2:
+            return [self.encoder.embed(batch) for batch in batches]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
+        return list(self._pool.map(self.encoder.embed, batches))
 
     def encode(
         self,
@@ -38,16 +54,19 @@ class ModelPipeline:
     ) -> np.ndarray:
         """float32 [len(sentences), dimensions or the model's dimension], as the service
         returns them (truncated to the max length; `normalize` None: as the model says),
-        in batches of `batch_size` texts in the given order."""
-        out = []
-        for start in range(0, len(sentences), batch_size):
-            tokens = self.tokenizer.encode(sentences[start : start + batch_size])
-            out.append(self.encoder.embed(tokens))
+        in batches of `batch_size` texts in the given order (`workers` batches at once)."""
+        batches = [
+            self.tokenizer.encode(sentences[start : start + batch_size])
+            for start in range(0, len(sentences), batch_size)
+        ]
+        out = self.embed_batches(batches)
         vectors = np.concatenate(out) if out else np.zeros((0, self.spec.dimension), np.float32)
         normalize = self.spec.normalize if normalize is None else normalize
         return postprocess(vectors, normalize, dimensions)
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self.backend.close()
 
 

@@ -22,6 +22,7 @@ from service.engine.model import (
     onnx_pipeline,
 )
 from service.engine.model_spec import ModelSpec
+from service.engine.workers import worker_plan
 from service.variants import prepare_onnx
 
 __all__ = ["ModelPipeline", "build_pipeline", "load_model", "onnx_pipeline", "served_pipeline"]
@@ -36,13 +37,17 @@ def served_pipeline(settings: Settings, backend: Backend | None = None) -> Model
     What was chosen is on `pipeline.backend.info` (service.backends.base.BackendInfo):
     `file` (the ONNX file served; None for torch), `reason` (why that file: /info
     `variant_reason`) and `source_fingerprint` (sha256 hex of the weights the vectors come
-    from: /info `source_fingerprint`). Blocking (seconds; minutes when an export runs).
-    Raises ModelFolderError / ValueError for a model the service cannot serve,
+    from: /info `source_fingerprint`); `pipeline.workers` batches run at once, each on its
+    share of the cores (`service.engine.workers.worker_plan`). Blocking (seconds; minutes
+    when an export runs). Raises ModelFolderError / ValueError for a model the service cannot serve,
     variants.OnnxFileError / artifacts.StaleOnnxError for a named file it cannot serve."""
     if backend is not None:
         return build_pipeline(settings.model_path(), lambda spec: backend)
+    workers, threads = worker_plan(settings)
     spec, tokenizer = load_model(settings.model_path())
-    return ModelPipeline(spec, tokenizer, configured_backend(settings, spec))
+    backend = configured_backend(settings.model_copy(update={"intra_op_threads": threads}), spec)
+    backend.info = replace(backend.info, inference_workers=workers)
+    return ModelPipeline(spec, tokenizer, backend, workers)
 
 
 def configured_backend(settings: Settings, spec: ModelSpec) -> Backend:

@@ -242,7 +242,7 @@ def test_batches_at_once_give_the_same_vectors(onnx_file, cache_dir):
     texts = [" ".join(["word"] * (i % 37 + 1)) + f" {i}" for i in range(70)]
     one = BatchEmbedder(settings, EmbedOptions(batch_size=8, inference_workers=1))
     two = BatchEmbedder(settings, EmbedOptions(batch_size=8, inference_workers=2))
-    assert two.workers == 2 and two.settings.intra_op_threads >= 1
+    assert two.workers == 2 == two.pipeline.backend.info.inference_workers
     expected, got = one.embed_texts(texts), two.embed_texts(texts)
     for a, b in zip(got, expected):
         np.testing.assert_array_equal(a, b)

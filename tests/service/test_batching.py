@@ -304,3 +304,73 @@ def test_plan_batches_is_the_cheapest_cut():
         assert all(len(b) <= limits.max_batch_size for b in batches)
         assert all(max(it.text.length for it in b) * len(b) <= limits.max_batch_tokens
                    for b in batches)  # fmt: skip
+
+
+def test_spread_halves_the_widest_batch_until_every_idle_thread_has_one():
+    from service.engine.batcher import spread
+
+    one = [[_item(n) for n in (3, 4, 5, 6, 7, 8)]]
+    halves = spread(one, 2)
+    assert [[it.text.length for it in b] for b in halves] == [[3, 4, 5], [6, 7, 8]]
+    assert spread(one, 1) == one  # one thread: the plan as it is
+    assert len(spread([[_item(4)]], 2)) == 1  # one text cannot be split
+    # the batch of most padded tokens is the one halved: 2 x 50 > 4 x 10
+    wide, narrow = [_item(50), _item(50)], [_item(10)] * 4
+    assert [len(b) for b in spread([narrow, wide], 3)] == [4, 1, 1]
+
+
+async def test_two_inference_threads_compute_two_batches_at_once_and_answer_each_request():
+    """With workers=2 a lone window is split so both threads compute at once, and a request
+    arriving while one thread still computes goes to the other thread without waiting for
+    the first batch; abort fails everything unanswered."""
+    import threading
+
+    from service.engine.batcher import ShuttingDownError
+
+    gate = threading.Event()
+    inside, lock, most = [], threading.Lock(), [0]
+
+    def embed(texts):
+        with lock:
+            inside.append(len(texts))
+            most[0] = max(most[0], len(inside))
+        gate.wait(5)
+        with lock:
+            inside.remove(len(texts))
+        return np.asarray([[t.length, 0.0] for t in texts], dtype=np.float32)
+
+    limits = BatchLimits(16384, 256, 0.0, 10_000)
+    batcher = Batcher(embed, limits, workers=2)
+    batcher.start()
+    texts = [TokenizedText([1] * n, [0] * n, n) for n in (4, 4, 5, 5)]
+    first = batcher.submit(texts)  # one window, planned as one batch, split in two
+    for _ in range(100):
+        if len(inside) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(inside) == [2, 2] and batcher.inference_running
+    gate.set()
+    assert (await first.future)[:, 0].tolist() == [4, 4, 5, 5]  # its own order
+    gate.clear()
+    # a long request holds one thread; a later one is computed on the other meanwhile
+    slow = batcher.submit([TokenizedText([1] * 9, [0] * 9, 9)])
+    for _ in range(100):
+        if inside:
+            break
+        await asyncio.sleep(0.02)
+    quick = batcher.submit([TokenizedText([1] * 3, [0] * 3, 3)])
+    for _ in range(100):
+        if len(inside) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert sorted(inside) == [1, 1]
+    queued = batcher.submit([TokenizedText([1] * 2, [0] * 2, 2)])  # no thread free: queued
+    await asyncio.sleep(0.1)
+    assert batcher.queue_depth == 1
+    assert await batcher.abort("stopping") == 3
+    gate.set()
+    for request in (slow, quick, queued):
+        with pytest.raises(ShuttingDownError):
+            await request.future
+    assert most[0] == 2
+    await batcher.stop()

@@ -117,3 +117,20 @@ def test_release_heap_gives_freed_small_allocations_back():
     garbage = [bytearray(200) for _ in range(300_000)]  # ~70 MB of heap, not mmap
     del garbage
     assert release_heap() is True
+
+
+def test_worker_plan_splits_the_cores_between_batches_at_once(monkeypatch):
+    """Auto: two one-core batches at once for ONNX Runtime on a CPU with 2+ cores; one batch
+    on the configured threads otherwise; an explicit count divides the cores."""
+    from service.engine.workers import worker_plan
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    plan = lambda **kw: worker_plan(Settings(_env_file=None, **kw))  # noqa: E731
+    assert plan() == (2, 1)
+    assert plan(intra_op_threads=2) == (1, 2)  # threads set: one batch on them
+    assert plan(backend="torch") == (1, 0)
+    assert plan(inference_workers=1) == (1, 0)  # ONNX Runtime's default threads
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert plan() == (2, 8) and plan(inference_workers=4) == (4, 4)
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert plan() == (1, 0)
