@@ -11,8 +11,12 @@ per Ray batch, so both give the same rows.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +29,8 @@ from service.engine.encoder import postprocess
 from service.engine.engine import BUNDLED_MODEL_NAME, UnknownPromptError
 from service.engine.pipeline import ModelPipeline, served_pipeline
 from service.engine.tokenizer import TokenizedText
+
+K = TypeVar("K")
 
 # texts sorted by token length together: this many batches (a window bounds the memory of
 # tokenised texts and keeps the output order restorable per window)
@@ -209,10 +215,14 @@ class BatchEmbedder:
         keep = np.flatnonzero(~skipped)
         return PreparedRows(rows, skipped, keep, self.tokenize([rows.texts[i] for i in keep]))
 
-    def embed_prepared(self, prepared: PreparedRows) -> pa.Table:
-        """Output rows for a window `prepare` made (same order as its rows)."""
-        embedded = self.infer(prepared.items)
-        return self._table(prepared.rows, prepared.skipped, prepared.keep, *embedded)
+    def embed_windows(
+        self, windows: Iterable[tuple[K, PreparedRows]]
+    ) -> Iterator[tuple[K, pa.Table]]:
+        """(key, output rows) for each (key, window `prepare` made), in order: `stream`."""
+        for (key, prepared), embedded in self.stream(
+            ((key, prepared), prepared.items) for key, prepared in windows
+        ):
+            yield key, self._table(prepared.rows, prepared.skipped, prepared.keep, *embedded)
 
     def _table(
         self,
@@ -250,18 +260,51 @@ class BatchEmbedder:
         """The texts with the prompt, tokenised and truncated as the server does."""
         return self.pipeline.tokenizer.encode([self.prompt + text for text in texts])
 
-    def infer(self, items: list[TokenizedText]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(vectors float32 [n, dim], tokens int32 [n], truncated bool [n]) for tokenised
-        `items` in their order: they run in batches of `batch_size`, sorted by token length
-        (longest first: less padding), and go back in place."""
-        vectors = np.zeros((len(items), self.dim), np.float32)
+    def stream(
+        self, windows: Iterable[tuple[K, list[TokenizedText]]]
+    ) -> Iterator[tuple[K, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """(key, (vectors float32 [n, dim], tokens int32 [n], truncated bool [n])) for each
+        (key, tokenised items), in order: each window in batches of `batch_size` sorted by
+        token length (longest first: less padding), `workers` at once, its rows back in
+        place; one window ahead: a window's batches are queued to the inference threads
+        before the window before it is collected, so the threads never wait while the
+        caller builds and writes its output, nor idle at the end of a window. When
+        `windows` raises, the windows read before come out first, then the error."""
+        queued: collections.deque = collections.deque()
+        source = iter(windows)
+        while True:
+            try:
+                key, items = next(source)
+            except StopIteration:
+                break
+            except BaseException:
+                while queued:  # keep what was read before the failure
+                    yield self._finish(queued.popleft())
+                raise
+            queued.append((key, items, self._queue(items)))
+            if len(queued) > 1:
+                yield self._finish(queued.popleft())
+        while queued:
+            yield self._finish(queued.popleft())
+
+    def _finish(self, entry):
+        key, items, work = entry
+        return key, self._collect(items, work)
+
+    def _queue(self, items: list[TokenizedText]) -> list[tuple[list[int], Future]]:
+        """Each batch's rows (length-sorted, longest first) and its queued inference."""
         size = self.options.batch_size
         order = sorted(range(len(items)), key=lambda i: -items[i].length)
         batches = [order[begin : begin + size] for begin in range(0, len(order), size)]
-        work = [[items[i] for i in rows] for rows in batches]
-        outputs = self.pipeline.embed_batches(work)  # `workers` batches at once
-        for rows, raw in zip(batches, outputs):
-            vectors[rows] = postprocess(np.asarray(raw), self.normalize, self.options.dimensions)
+        return [(rows, self.pipeline.submit([items[i] for i in rows])) for rows in batches]
+
+    def _collect(
+        self, items: list[TokenizedText], work: list[tuple[list[int], Future]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        vectors = np.zeros((len(items), self.dim), np.float32)
+        for rows, future in work:
+            raw = np.asarray(future.result())
+            vectors[rows] = postprocess(raw, self.normalize, self.options.dimensions)
         tokens = np.fromiter((item.length for item in items), np.int32, len(items))
         truncated = np.fromiter(
             (item.full_length > item.length for item in items), bool, len(items)
@@ -271,10 +314,11 @@ class BatchEmbedder:
     def embed_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vectors float32 [n, dim], tokens int32 [n], truncated bool [n]) for `texts` in
         their order, by windows of SORT_WINDOW_BATCHES batches (the sort's scope), the next
-        window tokenised in a thread while the current one runs."""
+        window tokenised in a thread and queued to the inference threads (`stream`)."""
         window = self.options.batch_size * SORT_WINDOW_BATCHES
         parts = (texts[start : start + window] for start in range(0, len(texts), window))
-        results = [self.infer(items) for items in prefetched(map(self.tokenize, parts))]
+        tokenized = prefetched(map(self.tokenize, parts))
+        results = [embedded for _, embedded in self.stream((None, items) for items in tokenized)]
         if not results:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int32), np.zeros(0, bool)
         return tuple(np.concatenate(column) for column in zip(*results))  # type: ignore[return-value]

@@ -3,7 +3,8 @@ Ray engine in `service.bulk.ray_engine` (imported only for --engine ray).
 
 Local loop: a reader thread reads documents (streaming), chunks and tokenises them into
 windows of about `batch_size * SORT_WINDOW_BATCHES` chunks, one window ahead of the main
-thread, which runs inference (`BatchEmbedder.embed_prepared`) -> a shard every `shard_rows`
+thread, which queues each window's batches to the inference threads one window ahead and
+collects the one before (`BatchEmbedder.embed_windows`) -> a shard every `shard_rows`
 chunks or more (ending on a document boundary) -> manifest. Resume skips
 the input records the manifest's complete shards cover.
 """
@@ -188,8 +189,10 @@ def _local_loop(
             pending, pending_rows = [], 0
 
     try:
-        for window in prefetched(_windows(config, embedder, state, stats, bar)):
-            table = embedder.embed_prepared(window.prepared)
+        # the reader thread prepares the next window; its batches are queued to the
+        # inference threads before this one is collected (`BatchEmbedder.stream`)
+        windows = prefetched(_windows(config, embedder, state, stats, bar))
+        for window, table in embedder.embed_windows((w, w.prepared) for w in windows):
             pending.append(table)
             pending_rows += table.num_rows
             done_now += table.num_rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +36,20 @@ class ModelPipeline:
         self.workers = max(1, workers)
         self._pool: ThreadPoolExecutor | None = None  # built on first use
 
-    def embed_batches(self, batches: list[list[TokenizedText]]) -> list:
-        """`encoder.embed` of each batch, in order, up to `workers` of them at once (ONNX
-        Runtime sessions take concurrent calls). Outputs as `SentenceEncoder.embed`."""
-        if self.workers == 1 or len(batches) < 2:
-            return [self.encoder.embed(batch) for batch in batches]
+    def submit(self, batch: list[TokenizedText]) -> Future:
+        """`encoder.embed(batch)` queued to the pipeline's `workers` inference threads (ONNX
+        Runtime sessions take concurrent calls); FIFO, so batches queued behind others keep
+        the threads busy while the caller handles earlier results."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="inference")
-        return list(self._pool.map(self.encoder.embed, batches))
+        return self._pool.submit(self.encoder.embed, batch)
+
+    def embed_batches(self, batches: list[list[TokenizedText]]) -> list:
+        """`encoder.embed` of each batch, in order, up to `workers` of them at once.
+        Outputs as `SentenceEncoder.embed`."""
+        if self.workers == 1 or len(batches) < 2:
+            return [self.encoder.embed(batch) for batch in batches]
+        return [future.result() for future in [self.submit(batch) for batch in batches]]
 
     def encode(
         self,

@@ -251,3 +251,35 @@ def test_batches_at_once_give_the_same_vectors(onnx_file, cache_dir):
     two.close()
     with pytest.raises(ValueError, match="--inference-workers -1"):
         BatchEmbedder(settings, EmbedOptions(inference_workers=-1))
+
+
+def test_stream_queues_a_window_before_collecting_the_one_before_and_keeps_them_on_failure(
+    cache_dir,
+):
+    """`BatchEmbedder.stream` takes window k+1 (and queues its batches) before it hands out
+    window k, so the inference threads never wait for the caller; a failure of the source
+    comes after every window read before it, embedded."""
+    from service.bulk.batch import BatchEmbedder
+
+    embedder = BatchEmbedder(
+        Settings(_env_file=None, cache_dir=cache_dir, onnx_file="model.onnx"),
+        EmbedOptions(batch_size=4, inference_workers=1),
+    )
+    texts = [[f"window {w}, text {i}" for i in range(6)] for w in range(3)]
+    queued, submit = [], embedder.pipeline.submit
+    embedder.pipeline.submit = lambda batch: queued.append(len(batch)) or submit(batch)
+    asked = []
+
+    def windows():
+        for w, part in enumerate(texts):
+            asked.append(len(queued))  # batches queued when window w is asked for
+            yield w, embedder.tokenize(part)
+        raise ValueError("bad line")
+
+    out = []
+    with pytest.raises(ValueError, match="bad line"):
+        for key, (vectors, tokens, truncated) in embedder.stream(windows()):
+            out.append(key)
+            np.testing.assert_allclose(vectors, embedder.pipeline.encode(texts[key]), atol=2e-6)
+    assert out == [0, 1, 2] and asked == [0, 2, 4] and queued == [4, 2] * 3
+    embedder.close()
