@@ -41,7 +41,7 @@ from service.engine.workers import core_split
 log = logging.getLogger(__name__)
 DOC_ID, TEXT = "doc_id", "text"  # the columns the reading stage hands to the actors
 NODE = "_node"  # internal: the node that embedded a row (counted in the summary)
-RAY_BATCH_WINDOWS = 4  # sort windows (`SORT_WINDOW_BATCHES` batches) per Ray batch
+RAY_BATCH_WINDOWS = 1  # sort windows (`SORT_WINDOW_BATCHES` batches) per Ray batch
 
 
 class EmbedActor:
@@ -187,8 +187,8 @@ def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     dataset = read_dataset(config).map_batches(
         EmbedActor,
         fn_constructor_kwargs={"settings": settings, "options": options},
-        # several sort windows per Ray batch: the actor tokenises the next window while
-        # the current one runs (`BatchEmbedder.embed_texts`)
+        # one sort window (2,048 rows at the default batch size) per Ray batch: Ray's
+        # streaming executor reads the next batch while the actor embeds this one
         batch_size=config.options.batch_size * SORT_WINDOW_BATCHES * RAY_BATCH_WINDOWS,
         batch_format="pyarrow",
         **pool,

@@ -278,7 +278,7 @@ def test_stream_queues_a_window_before_collecting_the_one_before_and_keeps_them_
 
     out = []
     with pytest.raises(ValueError, match="bad line"):
-        for key, (vectors, tokens, truncated) in embedder.stream(windows()):
+        for key, (vectors, _, _) in embedder.stream(windows()):
             out.append(key)
             np.testing.assert_allclose(vectors, embedder.pipeline.encode(texts[key]), atol=2e-6)
     assert out == [0, 1, 2] and asked == [0, 2, 4] and queued == [4, 2] * 3
