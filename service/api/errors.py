@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api.responses import JSONResponse
 from service.engine.errors import (
@@ -28,6 +29,7 @@ TEI_TYPES = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "NotFound",
+    405: "Validation",
     408: "Validation",
     413: "Validation",
     415: "Validation",
@@ -151,6 +153,7 @@ def install_error_handlers(app: FastAPI) -> None:
     the engine's errors (`to_api_error`), request validation (422, 400 under /v1/ as
     OpenAI answers) and, last, any other exception (500; the server still logs it)."""
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(Exception, _internal)
@@ -161,6 +164,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     return render(request, exc)  # type: ignore[arg-type]  # registered for ApiError only
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """The router's own errors (an unknown path: 404; a known path with another method:
+    405, with its `Allow` header) in the route's error shape, not FastAPI's `detail`."""
+    status = exc.status_code  # type: ignore[attr-defined]  # registered for HTTPException
+    headers = dict(exc.headers or {})  # type: ignore[attr-defined]
+    message = {
+        404: f"no route {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}; allowed: "
+        f"{headers.get('allow', headers.get('Allow', '?'))}",
+    }.get(status, str(exc.detail))  # type: ignore[attr-defined]
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "invalid_request")
+    return render(request, ApiError(status, message, code=code, headers=headers))
 
 
 async def _engine_error(request: Request, exc: Exception) -> JSONResponse:

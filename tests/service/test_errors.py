@@ -159,3 +159,19 @@ def test_engine_errors_cross_the_ipc_as_the_same_exception():
     assert "secret" not in str(bug)
     assert to_api_error(bug).status == to_api_error(KeyError("x")).status == 500
     assert from_wire({"kind": "from_a_newer_core", "message": "m"}).kind == "internal"
+
+
+def test_unknown_routes_and_methods_answer_in_the_routes_error_shape(client):
+    """The router's own 404 and 405 speak the API's error shape (TEI's, OpenAI's under
+    /v1/), name what was wrong, and keep the `Allow` header; not FastAPI's `detail`."""
+    wrong_method = client.get("/embed")
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["allow"]
+    assert wrong_method.json() == {
+        "error": "GET is not allowed on /embed; allowed: POST",
+        "error_type": "Validation",
+    }
+    openai = client.get("/v1/embeddings").json()["error"]
+    assert openai["code"] == "method_not_allowed" and "GET" in openai["message"]
+    missing = client.post("/no-such-route", json={})
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "no route /no-such-route", "error_type": "NotFound"}
