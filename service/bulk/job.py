@@ -115,7 +115,7 @@ def run_embed(config: JobConfig) -> dict:
             log.info("%s: already complete; nothing to do", config.output)
             if sink is not None:
                 sink.close()
-            return writer.manifest.get("summary", {})
+            return {**writer.manifest.get("summary", {}), "already_complete": True}
         started = time.perf_counter()
         stats = ReadStats()
         totals = _local_loop(config, embedder, writer, state, stats, total_bytes(files))
@@ -251,7 +251,13 @@ def _redact(sink: str | None) -> str | None:
 
 def format_summary(summary: dict) -> str:
     """The summary as the lines the CLI prints."""
-    lines = [
+    lines = (
+        ["already complete: nothing embedded by this run; the summary of the run that "
+         "wrote it follows (--overwrite rebuilds)"]
+        if summary.get("already_complete")
+        else []
+    )  # fmt: skip
+    lines += [
         f"documents  {summary['documents']}",
         f"chunks     {summary['chunks']}",
         f"tokens     {summary['tokens']}",

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from service.bulk.batch import EmbedOptions
-from service.bulk.job import DuplicateIdError, JobConfig, run_embed
+from service.bulk.job import DuplicateIdError, JobConfig, format_summary, run_embed
 from service.bulk.output import META_KEY, ManifestMismatchError, read_manifest, read_output
 from service.config import Settings
 from service.engine.pipeline import served_pipeline
@@ -65,6 +65,10 @@ def test_job_writes_shards_with_metadata_manifest_and_summary(tmp_path, make_con
     # the served pipeline's own vectors for the same texts, in input order
     expected = pipeline.encode([r["text"] for r in rows], batch_size=8)
     np.testing.assert_allclose(_vectors(table), expected, atol=2e-6)
+    again = run_embed(config)  # the same command once more: says so, writes nothing
+    assert again["already_complete"] and again["chunks"] == 60
+    assert format_summary(again).startswith("already complete: nothing embedded")
+    assert read_manifest(config.output)["shards"] == manifest["shards"]
 
 
 def test_chunking_and_truncation_are_recorded(tmp_path, make_config, pipeline):
