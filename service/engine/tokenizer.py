@@ -140,8 +140,8 @@ def load_fast_tokenizer(folder: Path) -> tuple[str, int | None, int]:
     tokenizer."""
     config_file, file = folder / "tokenizer_config.json", folder / "tokenizer.json"
     config = json.loads(config_file.read_text()) if config_file.exists() else {}
-    if file.exists() and _direct(config, file):
-        tokenizer = Tokenizer.from_file(str(file))
+    tokenizer = Tokenizer.from_file(str(file)) if file.exists() else None
+    if tokenizer is not None and _direct(config, tokenizer):
         pad = _token_text(config.get("pad_token")) or _special_tokens(folder).get("pad_token")
         pad_id = tokenizer.token_to_id(pad) if pad else None
         return tokenizer.to_str(), config.get("model_max_length"), pad_id or 0
@@ -154,14 +154,16 @@ def load_fast_tokenizer(folder: Path) -> tuple[str, int | None, int]:
     return hf.backend_tokenizer.to_str(), hf.model_max_length, pad_id
 
 
-def _direct(config: dict, file: Path) -> bool:
-    """Whether tokenizer.json is what AutoTokenizer would serve for this config."""
+def _direct(config: dict, tokenizer: Tokenizer) -> bool:
+    """Whether `tokenizer` (tokenizer.json as read) is what AutoTokenizer would serve for
+    this config."""
     if config.get("tokenizer_class") not in DIRECT_CLASSES:
         return False
-    normalizer = json.loads(file.read_text()).get("normalizer") or {}
+    state = tokenizer.normalizer.__getstate__() if tokenizer.normalizer is not None else b"{}"
+    normalizer = json.loads(state)
     if normalizer.get("type") != "BertNormalizer":
         return True
-    # BertTokenizerFast rebuilds the normaliser from these (its defaults in brackets)
+    # BertTokenizerFast rebuilds the normaliser from these config keys (defaults as its own)
     return (
         normalizer.get("lowercase") == config.get("do_lower_case", True)
         and normalizer.get("strip_accents") == config.get("strip_accents")

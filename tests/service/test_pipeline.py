@@ -121,6 +121,7 @@ def test_the_tokenizer_is_read_as_autotokenizer_serves_it(bundled_model, tmp_pat
     """tokenizer.json read directly (no transformers import) is AutoTokenizer's tokenizer:
     the same serialisation, max length and pad id; a BERT config that disagrees with the
     file's normaliser (which AutoTokenizer would rebuild) goes through AutoTokenizer."""
+    from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
     from service.engine.tokenizer import _direct, load_fast_tokenizer
@@ -133,11 +134,13 @@ def test_the_tokenizer_is_read_as_autotokenizer_serves_it(bundled_model, tmp_pat
 
     same(bundled_model)
     config = json.loads((bundled_model / "tokenizer_config.json").read_text())
-    assert _direct(config, bundled_model / "tokenizer.json")
+    assert _direct(config, Tokenizer.from_file(str(bundled_model / "tokenizer.json")))
     cased = tmp_path / "cased"
     shutil.copytree(bundled_model, cased, ignore=shutil.ignore_patterns("*.onnx", "*.bin"))
     (cased / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": False}))
-    assert not _direct({**config, "do_lower_case": False}, cased / "tokenizer.json")
+    assert not _direct(
+        {**config, "do_lower_case": False}, Tokenizer.from_file(str(cased / "tokenizer.json"))
+    )
     same(cased)
     try:
         from training.students.e5_offline import build_tokenizer, default_tokenizer_path
