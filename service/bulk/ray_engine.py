@@ -36,7 +36,7 @@ from service.bulk.output import ResumeError, ShardWriter, Totals
 from service.bulk.readers import CSV_DELIMITERS, InputError, _kind, input_files
 from service.bulk.sinks import open_sink
 from service.config import Settings
-from service.engine.workers import core_split
+from service.engine.workers import worker_plan
 
 log = logging.getLogger(__name__)
 DOC_ID, TEXT = "doc_id", "text"  # the columns the reading stage hands to the actors
@@ -177,9 +177,11 @@ def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     if "num_gpus" in pool:
         settings["device"] = "cuda"
     elif "intra_op_threads" not in settings:
-        # the actor's cores as the local engine splits them: batches at once
-        # (`inference_workers`, auto: 2), each on its share of the cores
-        workers, settings["intra_op_threads"] = core_split(options.inference_workers, threads)
+        # the actor's cores split by the local engine's rule (`worker_plan`): batches at
+        # once, each on its share of the cores; one batch on all of them otherwise
+        plan = Settings(**{**settings, "inference_workers": options.inference_workers})
+        workers, per_worker = worker_plan(plan, cores=threads)
+        settings["intra_op_threads"] = per_worker or threads
         options = replace(options, inference_workers=workers)
     driver = BatchEmbedder(Settings(**settings), config.options)  # meta + schema, and checks
     meta, schema = driver.meta(), driver.schema

@@ -25,18 +25,19 @@ def core_split(workers: int, cores: int) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
-def worker_plan(settings: Settings) -> tuple[int, int]:
+def worker_plan(settings: Settings, cores: int | None = None) -> tuple[int, int]:
     """(inference workers, intra-op threads per worker; 0 = the backend's default) for
-    `settings`. `inference_workers` 0 (auto): 2 for ONNX Runtime on a CPU with 2 cores or
-    more when `intra_op_threads` is not set, each on half the cores; else 1 on the
-    configured threads. An explicit `inference_workers` N > 1 without `intra_op_threads`
-    divides the cores among the N."""
+    `settings` on `cores` cores (default: the machine's; a Ray actor passes its share).
+    `inference_workers` 0 (auto): 2 for ONNX Runtime on a CPU with 2 cores or more when
+    `intra_op_threads` is not set, each on half the cores; else 1 on the configured
+    threads. An explicit `inference_workers` N > 1 without `intra_op_threads` divides the
+    cores among the N."""
     workers, threads = settings.inference_workers, settings.intra_op_threads
     if not workers and (settings.backend != "onnx" or threads or not _on_cpu(settings.device)):
         return 1, threads
     if threads:
         return workers, threads
-    workers, per_worker = core_split(workers, os.cpu_count() or 1)
+    workers, per_worker = core_split(workers, cores or os.cpu_count() or 1)
     return (workers, per_worker) if workers > 1 else (1, 0)
 
 
