@@ -66,11 +66,17 @@ class TokenizedTexts:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A digest of what decides the ids: the fast tokenizer's full serialisation (vocab,
-    normaliser, pre-tokeniser, post-processor), else the class, name and vocabulary."""
+    """A digest of what decides the ids: the fast tokenizer's serialisation (vocab,
+    normaliser, pre-tokeniser, post-processor; not its per-call truncation and padding),
+    else the class, name and vocabulary."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        text = backend.to_str()
+        # without the truncation and padding transformers sets on the backend per call (the
+        # first `preprocess` changes them: the key must not), max_seq_length is in the key
+        serialised = json.loads(backend.to_str())
+        serialised.pop("truncation", None)
+        serialised.pop("padding", None)
+        text = json.dumps(serialised, sort_keys=True)
     else:
         vocab = sorted(tokenizer.get_vocab().items())
         text = json.dumps([type(tokenizer).__name__, tokenizer.name_or_path, vocab])
