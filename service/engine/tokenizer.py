@@ -58,7 +58,11 @@ class ModelTokenizer:
         if self.lowercase:
             texts = [t.lower() for t in texts]
             prompt = prompt.lower()
-        full = self._full.encode_batch(texts, add_special_tokens=True)
+        # offsets only where a prompt must survive left truncation (`_cut_after_prompt`);
+        # elsewhere `encode_batch_fast` skips them (10-20 % less tokenising time, same ids)
+        keep_offsets = bool(prompt) and direction == "left"
+        encode = self._full.encode_batch if keep_offsets else self._full.encode_batch_fast
+        full = encode(texts, add_special_tokens=True)
         out: list[TokenizedText] = []
         clipped_indices = []
         for index, enc in enumerate(full):
@@ -75,7 +79,9 @@ class ModelTokenizer:
                     clipped_indices.remove(index)
         if clipped_indices:
             tok = self._left if direction == "left" else self._right
-            clipped = tok.encode_batch([texts[i] for i in clipped_indices], add_special_tokens=True)
+            clipped = tok.encode_batch_fast(
+                [texts[i] for i in clipped_indices], add_special_tokens=True
+            )
             for index, enc in zip(clipped_indices, clipped):
                 out[index] = TokenizedText(enc.ids, enc.type_ids, out[index].full_length)
         return out
