@@ -2,7 +2,8 @@
 Ray engine in `service.bulk.ray_engine` (imported only for --engine ray).
 
 Local loop: a reader thread reads documents (streaming), chunks and tokenises them into
-windows of about `batch_size * SORT_WINDOW_BATCHES` chunks, one window ahead of the main
+sort windows (`window_sizes`: a short first one, then `batch_size * SORT_WINDOW_BATCHES`
+chunks), one window ahead of the main
 thread, which queues each window's batches to the inference threads one window ahead and
 collects the one before (`BatchEmbedder.embed_windows`) -> a shard every `shard_rows`
 chunks or more (ending on a document boundary) -> manifest. Resume skips
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,11 +26,11 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from service.bulk.batch import (
-    SORT_WINDOW_BATCHES,
     BatchEmbedder,
     ChunkRows,
     EmbedOptions,
     PreparedRows,
+    window_sizes,
 )
 from service.bulk.output import ResumeState, ShardWriter, Totals
 from service.bulk.prefetch import prefetched
@@ -102,7 +104,10 @@ def run_embed(config: JobConfig) -> dict:
     if config.engine != "local":
         raise ValueError(f"--engine {config.engine!r}: expected local or ray")
     files = input_files(config.inputs)  # fail fast on a missing path
+    warming = threading.Thread(target=warm_arrow, name="warm-arrow", daemon=True)
+    warming.start()  # while the model loads
     embedder = BatchEmbedder(Settings(**config.settings), config.options)
+    warming.join()
     Path(config.output).mkdir(parents=True, exist_ok=True)
     with FileLock(str(Path(config.output) / ".lock")):
         sink = open_sink(config.sink) if config.sink else None
@@ -125,6 +130,13 @@ def run_embed(config: JobConfig) -> dict:
     return summary
 
 
+def warm_arrow() -> None:
+    """Pay pyarrow's one-time cost of its first conversion from Python objects (it imports
+    pandas when installed: ~0.25 s on this project's 2-core VM) while the model loads instead
+    of on the first shard."""
+    pa.array(["warm"])
+
+
 @dataclass
 class Window:
     """Chunks of whole documents, tokenised, and the last input record they cover."""
@@ -136,11 +148,12 @@ class Window:
 def _windows(
     config: JobConfig, embedder: BatchEmbedder, state: ResumeState, stats: ReadStats, bar: tqdm
 ) -> Iterator[Window]:
-    """Read -> chunk -> tokenise, a window of about `batch_size * SORT_WINDOW_BATCHES`
-    chunks (whole documents) at a time; runs in the reader thread. On a failure (a
+    """Read -> chunk -> tokenise, a sort window (`window_sizes`) of chunks (whole
+    documents) at a time; runs in the reader thread. On a failure (a
     duplicate id, bad input) the documents read before it come out as one more window,
     then the error."""
-    window = min(config.options.batch_size * SORT_WINDOW_BATCHES, config.shard_rows)
+    sizes = window_sizes(config.options.batch_size, config.shard_rows)
+    window = next(sizes)
     ids = IdRegistry()
     chunks, last_record = ChunkRows(), state.records_done
     try:
@@ -153,7 +166,7 @@ def _windows(
             last_record = doc.record
             if len(chunks) >= window:
                 yield Window(embedder.prepare(chunks), last_record)
-                chunks = ChunkRows()
+                chunks, window = ChunkRows(), next(sizes)
     except Exception:
         if len(chunks):  # keep what is complete: the documents before the failure
             yield Window(embedder.prepare(chunks), last_record)

@@ -213,7 +213,7 @@ def test_cli_progress_and_summary_and_no_ray_or_lancedb_without_asking(tmp_path,
 def test_batches_run_sorted_by_length_and_come_back_in_order(tmp_path, cache_dir):
     """Inside a window the pipeline sees batches of non-increasing padded width (less
     padding than input order), and the vectors come back in input order."""
-    from service.bulk.batch import BatchEmbedder
+    from service.bulk.batch import FIRST_WINDOW_BATCHES, BatchEmbedder
     from tests.service.conftest import RecordingBackend
 
     embedder = BatchEmbedder(
@@ -226,7 +226,10 @@ def test_batches_run_sorted_by_length_and_come_back_in_order(tmp_path, cache_dir
     texts = [" ".join(["word"] * int(n)) for n in rng.integers(1, 60, size=40)]
     vectors, tokens, truncated = embedder.embed_texts(texts)
     widths = [shape[1] for shape in recording.shapes]
-    assert widths == sorted(widths, reverse=True) and len(widths) == 10
+    assert len(widths) == 10
+    # two sort windows: FIRST_WINDOW_BATCHES batches (the 16 first texts), then the rest
+    for window in (widths[:FIRST_WINDOW_BATCHES], widths[FIRST_WINDOW_BATCHES:]):
+        assert window == sorted(window, reverse=True)
     unsorted = sum(4 * max(tokens[i : i + 4]) for i in range(0, 40, 4))
     assert sum(4 * w for w in widths) < unsorted
     np.testing.assert_allclose(vectors, embedder.pipeline.encode(texts, batch_size=1), atol=2e-6)
@@ -234,6 +237,19 @@ def test_batches_run_sorted_by_length_and_come_back_in_order(tmp_path, cache_dir
         t.length for t in embedder.pipeline.tokenizer.encode(texts)
     ]
     embedder.close()
+
+
+def test_a_run_starts_on_a_short_window_then_sorts_whole_windows():
+    """The inference threads start after FIRST_WINDOW_BATCHES batches are read, not a
+    whole sort window; no window is above the cap (a shard's rows)."""
+    from itertools import islice
+
+    from service.bulk.batch import FIRST_WINDOW_BATCHES, SORT_WINDOW_BATCHES, window_sizes
+
+    assert list(islice(window_sizes(32), 3)) == [
+        32 * FIRST_WINDOW_BATCHES, 32 * SORT_WINDOW_BATCHES, 32 * SORT_WINDOW_BATCHES,
+    ]  # fmt: skip
+    assert list(islice(window_sizes(32, cap=100), 2)) == [100, 100]
 
 
 @pytest.mark.parametrize("onnx_file", ["model.onnx", "auto"])  # auto: the per-token int8
