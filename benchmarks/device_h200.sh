@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Issue 16's and issue 17's GPU figures in ONE command on a GPU host lent through the device
-# tool (nvidia-h200: CPython 3.12, torch CUDA, no network), about 5 minutes, under 9:
+# Issue 16's, 17's and 23's GPU figures in ONE command on a GPU host lent through the device
+# tool (nvidia-h200: CPython 3.12, torch CUDA, no network), about 6 minutes, under 10:
 #   env    nvidia-smi, glibc, Python and package versions (which copy is imported), imports
 #   gpu    python -m benchmarks.gpu --random-weights --device cuda: 1/32/128 clients x 1 short,
 #          32 x 32 passages, 15 s each, each row next to the in-process ceiling
 #   train  python -m benchmarks.train_speed --device cuda --student e5 --random-weights:
 #          plain loop, old and new input paths, batch 128
+#   bulk   python -m benchmarks.bulk_speed --random-weights --backend torch --device cuda:
+#          the indexing job (issue 23) beside the in-process pipeline and
+#          sentence-transformers encode, 20,000 short texts, one round
 # Every step has its own timeout and writes under $OUT; a failing step does not stop the later
-# ones. Files in $OUT (7, the tool returns 8 at most): summary.txt (wheel install, each step's
+# ones. Files in $OUT (8, the tool returns 8 at most): summary.txt (wheel install, each step's
 # exit status and seconds), env.txt, dmon.txt (nvidia-smi dmon, 1 s), gpu.log, gpu.json,
-# train.log, train_speed.json. Exit status: the number of failed steps.
+# train.log, train_speed.json, bulk.log (its JSON rows). Exit status: the number of failed
+# steps.
 #
 # Before the run, here (PyPI reachable): bash benchmarks/device_prepare.sh (fills .whl and
 # .devcarry). The run (docs/benchmarks.md, "GPU-class serving"):
-#   command "bash benchmarks/device_h200.sh", carry [".whl", ".devcarry"], timeout_s 520
+#   command "bash benchmarks/device_h200.sh", carry [".whl", ".devcarry"], timeout_s 600
 # A rerun of some steps only: "STEPS='train' bash benchmarks/device_h200.sh".
 # Rehearsal on a CPU (tiny durations, device cpu, the MiniLM skeleton as the student unless
 # REHEARSAL_STUDENT=e5, OUT default benchmarks/results/device-rehearsal):
@@ -28,7 +32,7 @@ case "${1:-}" in
     *) echo "usage: $0 [--cpu-rehearsal]" >&2; exit 2 ;;
 esac
 PY=${PYTHON:-python3}
-STEPS=${STEPS:-env gpu train}
+STEPS=${STEPS:-env gpu train bulk}
 CARRY=${CARRY_DIR:-.devcarry}
 MINILM=$CARRY/models/all-MiniLM-L6-v2
 E5=$CARRY/models/e5-small
@@ -39,13 +43,15 @@ if [ "$MODE" = gpu ]; then
     DEVICE=cuda
     GPU_ARGS=(--duration 15)
     TRAIN_ARGS=(--pairs 8192 --batch-size 128 --steps 150 --warmup 20 --max-seq-length 128)
-    LIMIT_ENV=60 LIMIT_GPU=220 LIMIT_TRAIN=180
+    BULK_ARGS=(--n 20000)
+    LIMIT_ENV=60 LIMIT_GPU=220 LIMIT_TRAIN=180 LIMIT_BULK=90
 else
     OUT=${OUT:-benchmarks/results/device-rehearsal}
     DEVICE=cpu
     GPU_ARGS=(--quick --duration 1)
     TRAIN_ARGS=(--pairs 16 --batch-size 4 --steps 2 --warmup 0 --max-seq-length 32)
-    LIMIT_ENV=90 LIMIT_GPU=180 LIMIT_TRAIN=300  # a 2-core VM shared with other work
+    BULK_ARGS=(--n 256)
+    LIMIT_ENV=90 LIMIT_GPU=180 LIMIT_TRAIN=300 LIMIT_BULK=300  # a 2-core VM shared with other work
     # the same code path with the 6-layer skeleton as the "e5" student (e5's 118M parameters
     # take minutes per step on a loaded 2-core VM); REHEARSAL_STUDENT=e5 rehearses e5 itself
     [ "${REHEARSAL_STUDENT:-minilm}" = e5 ] || E5=$MINILM
@@ -122,7 +128,7 @@ if torch.cuda.is_available():
     print("cuda", torch.version.cuda, torch.cuda.get_device_name(0),
           "bf16", torch.cuda.is_bf16_supported())
 for module in ("service.app", "service.supervisor", "benchmarks.gpu", "benchmarks.train_speed",
-               "training.trainer"):
+               "training.trainer", "service.bulk.job", "benchmarks.bulk_speed", "pyarrow"):
     importlib.import_module(module)
 print("project imports: ok")
 EOF
@@ -135,6 +141,9 @@ step gpu "$LIMIT_GPU" gpu.log "$PY" -m benchmarks.gpu --random-weights --model "
 step train "$LIMIT_TRAIN" train.log "$PY" -m benchmarks.train_speed --device "$DEVICE" \
     --student e5 --student-dir "$E5" --teacher "$MINILM" --random-weights \
     --data "$CARRY/data" --paths plain,old,new "${TRAIN_ARGS[@]}" --output "$OUT/train_speed.json"
+step bulk "$LIMIT_BULK" bulk.log env POLYGLOT_DATA="$CARRY/data" "$PY" -m benchmarks.bulk_speed \
+    --model "$MINILM" --random-weights --backend torch --device "$DEVICE" --kind short \
+    "${BULK_ARGS[@]}" --rounds 1 --contenders pipeline,job,st --output /tmp/bulk_speed.json
 
 [ -n "$DMON" ] && kill "$DMON" 2>/dev/null
 echo "failed steps: $FAILED, finished $(date -u +%FT%TZ)" | tee -a "$SUMMARY"

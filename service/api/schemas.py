@@ -1,6 +1,7 @@
 """Request and response models: TEI's shapes (router/src/http/types.rs) for /embed,
 /similarity, /embed_all, /tokenize and /decode; OpenAI's for /v1/embeddings and /v1/models.
-Every optional field accepts null as "use the default", as both peers do. Limits that
+Every optional field accepts null as "use the default", as both peers do; booleans are
+JSON true/false only (serde's rule in TEI: "yes" or 1 is a 422, not true). Limits that
 depend on settings are checked in `validate_inputs`."""
 
 from __future__ import annotations
@@ -9,7 +10,15 @@ import json
 import unicodedata
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
 from service.api.errors import ApiError
 
@@ -44,7 +53,7 @@ class TextsRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     inputs: str | list[str] = Field(description="a text or a list of texts")
-    truncate: bool | None = Field(
+    truncate: StrictBool | None = Field(
         None, description="cut inputs over the model's max length (null: true)"
     )
     truncation_direction: Direction | None = Field(None, description="null: Right")
@@ -59,7 +68,9 @@ class TextsRequest(BaseModel):
 class EmbedRequest(TextsRequest):
     """TEI `POST /embed` (and `POST /`, TEI's alias for it on an embedding model)."""
 
-    normalize: bool | None = Field(None, description="L2-normalise (default: the model's own)")
+    normalize: StrictBool | None = Field(
+        None, description="L2-normalise (default: the model's own)"
+    )
     dimensions: Annotated[int, Field(ge=1)] | None = Field(
         None, description="keep the first N dimensions (then re-normalise)"
     )
@@ -91,7 +102,7 @@ class SimilarityParameters(BaseModel):
     """TEI's `parameters` of `/similarity` (what huggingface_hub's InferenceClient sends)."""
 
     model_config = ConfigDict(extra="forbid")
-    truncate: bool | None = None
+    truncate: StrictBool | None = None
     truncation_direction: Direction | None = None
     prompt_name: str | None = None
 
@@ -103,7 +114,7 @@ class SimilarityRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     inputs: SimilarityInputs
     parameters: SimilarityParameters | None = None
-    truncate: bool | None = None
+    truncate: StrictBool | None = None
     truncation_direction: Direction | None = None
     prompt_name: str | None = None
 
@@ -129,7 +140,7 @@ class TokenizeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     inputs: str | list[str] = Field(description="a text or a list of texts")
-    add_special_tokens: bool | None = Field(None, description="null: true")
+    add_special_tokens: StrictBool | None = Field(None, description="null: true")
     prompt_name: str | None = Field(None, description="one of the model's prompts, e.g. query")
 
     @field_validator("inputs")
@@ -176,7 +187,7 @@ class DecodeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     ids: Annotated[list[list[int]], PlainValidator(_check_ids, json_schema_input_type=TokenIds)]
-    skip_special_tokens: bool | None = Field(None, description="null: true")
+    skip_special_tokens: StrictBool | None = Field(None, description="null: true")
 
 
 TOKEN_IDS_REFUSED = (
