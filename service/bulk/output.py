@@ -155,7 +155,7 @@ class ShardWriter:
         tmp = self.out_dir / f".{name}.tmp"
         # dictionary encoding for the id columns only: on the float vectors it costs time
         # and size (4,000 x 384: 37 -> 21 ms, 6.6 -> 6.0 MB)
-        dictionary = [name for name in rows.column_names if name != "vector"]
+        dictionary = [column for column in rows.column_names if column != "vector"]
         pq.write_table(rows, tmp, use_dictionary=dictionary)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
