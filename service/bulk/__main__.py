@@ -149,7 +149,7 @@ def _embed(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )  # fmt: skip
     summary = run_embed(config)
-    print(format_summary(summary), file=sys.stderr)
+    print(format_summary(summary))  # the result on stdout; the bar and errors on stderr
     return 0
 
 

@@ -143,10 +143,11 @@ class Window:
 
     prepared: PreparedRows
     last_record: int
+    progress: int  # input bytes read up to its last document (the bar moves when embedded)
 
 
 def _windows(
-    config: JobConfig, embedder: BatchEmbedder, state: ResumeState, stats: ReadStats, bar: tqdm
+    config: JobConfig, embedder: BatchEmbedder, state: ResumeState, stats: ReadStats
 ) -> Iterator[Window]:
     """Read -> chunk -> tokenise, a sort window (`window_sizes`) of chunks (whole
     documents) at a time; runs in the reader thread. On a failure (a
@@ -155,24 +156,24 @@ def _windows(
     sizes = window_sizes(config.options.batch_size, config.shard_rows)
     window = next(sizes)
     ids = IdRegistry()
-    chunks, last_record = ChunkRows(), state.records_done
+    chunks, last_record, progress = ChunkRows(), state.records_done, 0
     try:
         for doc in read_documents(config.inputs, config.read_spec(), stats):
             ids.add(doc.doc_id, doc.where)
-            bar.update(doc.progress - bar.n)
+            progress = doc.progress
             if doc.record <= state.records_done:
                 continue  # covered by a complete shard of an earlier run
             chunks.extend(embedder.chunk_documents([doc.doc_id], [doc.text]))
             last_record = doc.record
             if len(chunks) >= window:
-                yield Window(embedder.prepare(chunks), last_record)
+                yield Window(embedder.prepare(chunks), last_record, progress)
                 chunks, window = ChunkRows(), next(sizes)
     except Exception:
         if len(chunks):  # keep what is complete: the documents before the failure
-            yield Window(embedder.prepare(chunks), last_record)
+            yield Window(embedder.prepare(chunks), last_record, progress)
         raise
     if len(chunks):
-        yield Window(embedder.prepare(chunks), last_record)
+        yield Window(embedder.prepare(chunks), last_record, progress)
 
 
 def _local_loop(
@@ -204,12 +205,13 @@ def _local_loop(
     try:
         # the reader thread prepares the next window; its batches are queued to the
         # inference threads before this one is collected (`BatchEmbedder.stream`)
-        windows = prefetched(_windows(config, embedder, state, stats, bar))
+        windows = prefetched(_windows(config, embedder, state, stats))
         for window, table in embedder.embed_windows((w, w.prepared) for w in windows):
             pending.append(table)
             pending_rows += table.num_rows
             done_now += table.num_rows
             last_record = window.last_record
+            bar.update(window.progress - bar.n)  # input embedded, not merely read
             rate = done_now / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(chunks=totals.chunks + pending_rows, chunks_per_s=f"{rate:.0f}")
             if pending_rows >= config.shard_rows:
@@ -270,6 +272,11 @@ def format_summary(summary: dict) -> str:
         if summary.get("already_complete")
         else []
     )  # fmt: skip
+    if summary.get("resumed_after_shards") and not summary.get("already_complete"):
+        lines.append(
+            f"resumed    after {summary['resumed_after_shards']} complete shard(s) of an "
+            "earlier run: the totals count them, chunks/s this run's chunks only"
+        )
     lines += [
         f"documents  {summary['documents']}",
         f"chunks     {summary['chunks']}",

@@ -17,6 +17,7 @@ makes its second write harmless), so every row is in the output exactly once.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from service.bulk.batch import SKIPPED, TOKENS, TRUNCATED
-from service.bulk.sinks import Sink, meta_conflict
+from service.bulk.sinks import Sink, differences, meta_conflict
 
 MANIFEST = "manifest.json"
 META_KEY = b"polyglot_embed"
 SHARD_PATTERN = "part-*.parquet"
+
+
+log = logging.getLogger(__name__)
 
 
 class ManifestMismatchError(RuntimeError):
@@ -103,17 +107,26 @@ class ShardWriter:
         (another model / options / inputs; `overwrite` rebuilds instead)."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         existing = read_manifest(self.out_dir)
-        if existing is not None and not self.overwrite:
-            problem = meta_conflict(existing.get("meta", {}), self.meta)
-            if existing.get("job") != self.job:
-                job_diff = f"job: stored {existing.get('job')!r}, this run {self.job!r}"
-                problem = f"{problem}; {job_diff}" if problem else job_diff
-            if problem:
+        fresh = existing is None or self.overwrite
+        if not fresh:
+            problem = "; ".join(
+                diff
+                for diff in (
+                    meta_conflict(existing.get("meta", {}), self.meta),
+                    differences(existing.get("job", {}), self.job),
+                )
+                if diff
+            )
+            if problem and not existing.get("shards"):
+                log.info("%s: no shard of the other run (%s); starting anew", self.out_dir,
+                         problem)  # fmt: skip
+                fresh = True  # nothing written: no vectors to mix
+            elif problem:
                 raise ManifestMismatchError(
                     f"{self.out_dir} holds vectors of another run ({problem}); refusing to mix "
                     "them. Use --overwrite to rebuild it, or another --output."
                 )
-        if existing is None or self.overwrite:
+        if fresh:
             for stale in self.out_dir.glob(SHARD_PATTERN):
                 stale.unlink()
             self.manifest = {"format": 1, "meta": self.meta, "job": self.job, "shards": [],

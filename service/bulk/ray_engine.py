@@ -67,7 +67,13 @@ def _to_documents(batch: pa.Table, text_field: str, id_field: str) -> pa.Table:
     if missing:
         raise InputError(f"no column {missing[0]!r} in the input; columns: {batch.column_names}")
     ids = [None if v is None else str(v) for v in batch.column(id_field).to_pylist()]
-    texts = [None if v is None else str(v) for v in batch.column(text_field).to_pylist()]
+    text_type = batch.schema.field(text_field).type
+    if not (pa.types.is_string(text_type) or pa.types.is_large_string(text_type)
+            or pa.types.is_null(text_type)):  # fmt: skip
+        raise InputError(
+            f"the text column {text_field!r} holds {text_type}, not strings (--text-field)"
+        )
+    texts = batch.column(text_field).to_pylist()
     return pa.table({DOC_ID: pa.array(ids, pa.string()), TEXT: pa.array(texts, pa.string())})
 
 
@@ -136,11 +142,12 @@ def actor_pool(cpus_per_actor: int = 1) -> tuple[dict, int]:
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     if gpus:
-        return {"concurrency": gpus, "num_gpus": 1}, 0
+        return {"compute": ray.data.ActorPoolStrategy(size=gpus), "num_gpus": 1}, 0
     cpus = int(resources.get("CPU", 1))
     actors = max(1, (cpus - 1) // cpus_per_actor)
     threads = max(cpus_per_actor, cpus // actors)
-    return {"concurrency": (1, actors), "num_cpus": cpus_per_actor}, threads
+    pool = ray.data.ActorPoolStrategy(min_size=1, max_size=actors)  # `concurrency` before 2.51
+    return {"compute": pool, "num_cpus": cpus_per_actor}, threads
 
 
 def run_ray(config, cpus_per_actor: int = 1) -> dict:

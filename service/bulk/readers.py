@@ -33,6 +33,11 @@ class InputError(ValueError):
     """Input that cannot be read; the message names the file (and line / offset)."""
 
 
+class WrongFieldError(InputError):
+    """The input has no such text field (a JSONL file's first record lacks it): stops the
+    run even without --strict."""
+
+
 @dataclass(frozen=True)
 class Document:
     doc_id: str
@@ -149,6 +154,7 @@ def _decode(raw: bytes, path: Path, line: int, offset: int) -> str:
 
 
 def _field_value(value, field_name: str) -> str | None:
+    """An id: a string, or a number / bool written as one; None for a null."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -158,8 +164,18 @@ def _field_value(value, field_name: str) -> str | None:
     raise TypeError(f"{field_name} is a {type(value).__name__}, not a string")
 
 
+def _text_value(value, field_name: str) -> str:
+    """A text: a string ("" for a null, counted as empty); a number or anything else is a
+    bad record (a wrong --text-field more likely than a text)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{field_name} is a {type(value).__name__}, not a string")
+    return value
+
+
 def _jsonl(path: Path, folder, spec: ReadSpec, stats: ReadStats):
-    offset = 0
+    offset, first_object = 0, True
     with open(path, "rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             start, offset = offset, offset + len(raw)
@@ -170,16 +186,31 @@ def _jsonl(path: Path, folder, spec: ReadSpec, stats: ReadStats):
                 record = json.loads(_decode(raw, path, line_no, start))
                 if not isinstance(record, dict):
                     raise ValueError(f"a JSON {type(record).__name__}, not an object")
+                if first_object and spec.text_field not in record:
+                    _wrong_field(where, spec.text_field, record)
+                first_object = False
                 if spec.text_field not in record:
                     raise ValueError(f"no field {spec.text_field!r} (--text-field)")
-                text = _field_value(record[spec.text_field], spec.text_field) or ""
+                text = _text_value(record[spec.text_field], spec.text_field)
                 doc_id = _record_id(record, spec, path, line_no)
+            except WrongFieldError:
+                raise
             except (InputError, ValueError, TypeError) as error:
                 message = str(error) if isinstance(error, InputError) else f"{where}: {error}"
                 _bad(stats, spec, message)
                 yield None, None, where, offset
                 continue
             yield doc_id, text, where, offset
+
+
+def _wrong_field(where: str, field_name: str, record: dict) -> None:
+    """A JSONL file's first record lacks the text field: a wrong --text-field (as a missing
+    column of a CSV or Parquet file), not one bad line; stop before embedding anything."""
+    fields = ", ".join(repr(name) for name in list(record)[:20]) or "none"
+    raise WrongFieldError(
+        f"{where}: the first record has no field {field_name!r} (--text-field); its fields: "
+        f"{fields}"
+    )
 
 
 def _record_id(record: dict, spec: ReadSpec, path: Path, number: int) -> str:
@@ -212,7 +243,7 @@ def _parquet(path: Path, folder, spec: ReadSpec, stats: ReadStats):
             where = f"{path}:{row}"
             offset = size * row // rows
             try:
-                text = _field_value(data[spec.text_field][index], spec.text_field) or ""
+                text = _text_value(data[spec.text_field][index], spec.text_field)
                 record = {spec.id_field: data[spec.id_field][index]} if spec.id_field else {}
                 doc_id = _record_id(record, spec, path, row)
             except (ValueError, TypeError) as error:

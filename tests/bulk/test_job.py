@@ -129,10 +129,26 @@ def test_a_run_of_other_options_is_refused_or_rebuilt_with_overwrite(tmp_path, m
     run_embed(make_config([path]))
     with pytest.raises(ManifestMismatchError, match=r"dim: stored 384, this run 32.*--overwrite"):
         run_embed(make_config([path], options=EmbedOptions(dimensions=32)))
+    with pytest.raises(ManifestMismatchError) as refused:  # names what differs, not both dicts
+        run_embed(make_config([path], options=EmbedOptions(chunk_tokens=64)))
+    assert "options.chunk_tokens: stored None, this run 64" in str(refused.value)
+    assert "prompt_name" not in str(refused.value)
     out = tmp_path / "out"
     summary = run_embed(make_config([path], overwrite=True, options=EmbedOptions(dimensions=32)))
     assert summary["chunks"] == 12 and read_manifest(out)["meta"]["dim"] == 32
     assert len(read_output(out).column("vector")[0]) == 32
+
+
+def test_an_output_without_a_shard_starts_anew_for_other_inputs(tmp_path, make_config):
+    """Nothing to mix: a finished run that wrote no shard (every text empty) does not stop a
+    run of other inputs or options in the same folder."""
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"id": "a", "text": " "}])
+    first = run_embed(make_config([empty]))
+    assert first["chunks"] == 0 and read_manifest(tmp_path / "out")["shards"] == []
+    good = write_jsonl(tmp_path / "c.jsonl", corpus(12))
+    summary = run_embed(make_config([good], options=EmbedOptions(dimensions=32)))
+    assert summary["chunks"] == 12 and not summary.get("already_complete")
+    assert len(read_output(tmp_path / "out").column("vector")[0]) == 32
 
 
 def test_the_cli_refuses_another_model_with_a_clear_message(tmp_path, cache_dir, job_settings):
@@ -174,6 +190,8 @@ def test_killed_with_sigkill_mid_run_the_rerun_has_every_row_exactly_once(tmp_pa
     assert result.returncode == 0, result.stderr[-2000:]
     manifest = read_manifest(out)
     assert manifest["complete"] and manifest["summary"]["resumed_after_shards"] >= 3
+    resumed = manifest["summary"]["resumed_after_shards"]
+    assert f"resumed    after {resumed} complete shard(s) of an earlier run" in result.stdout
     assert manifest["summary"]["documents"] == 240 and manifest["summary"]["chunks"] == 240
     ids = read_output(out).column("id").to_pylist()
     assert ids == [r["id"] for r in rows]  # every row exactly once, in input order
@@ -204,7 +222,7 @@ def test_cli_progress_and_summary_and_no_ray_or_lancedb_without_asking(tmp_path,
     assert "embed: 100%" in result.stderr and "chunks_per_s=" in result.stderr  # tqdm bar
     for line in ("documents  20", "chunks     20", "truncated  0", "skipped    0 empty, 0 "
                  "malformed", "wall time", "chunks/s", f"output     {out}"):  # fmt: skip
-        assert line in result.stderr, line
+        assert line in result.stdout, line  # the summary on stdout, the bar on stderr
     bad = cli("embed", str(tmp_path / "missing.jsonl"), "--output", str(out), cache_dir=cache_dir,
               check=False)  # fmt: skip
     assert bad.returncode == 2 and "missing.jsonl: no such file or folder" in bad.stderr

@@ -41,7 +41,7 @@ def test_the_job_writes_its_rows_into_pgvector(pg_dsn, tmp_path, cache_dir, job_
     args = ["embed", str(corpus), "--id-field", "id", "--include-text", "--shard-rows", "2",
             "--no-progress", "--sink", dsn]  # fmt: skip
     result = cli(*args, "--output", str(tmp_path / "out"), cache_dir=cache_dir)
-    assert "secret" not in result.stderr
+    assert "secret" not in result.stderr + result.stdout
 
     output = read_output(tmp_path / "out")
     stored = stored_rows(dsn)

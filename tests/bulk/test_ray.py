@@ -63,7 +63,7 @@ def test_the_cli_starts_a_local_ray_cluster(inputs, local_output, tmp_path, cach
                  str(out), "--id-field", "id", "--engine", "ray", "--batch-size", "1",
                  "--include-text", "--shard-rows", "24", "--no-progress",
                  cache_dir=cache_dir)  # fmt: skip
-    assert "chunks     99" in result.stderr
+    assert "chunks     99" in result.stdout
     _assert_same_rows(read_output(out), local_output)
 
 

@@ -116,6 +116,26 @@ def test_a_missing_field_or_path_is_an_error_naming_it(tmp_path):
         _read([tmp_path / "c.xlsx"])
 
 
+def test_a_jsonl_file_whose_first_record_lacks_the_text_field_stops_the_run(tmp_path):
+    """A wrong --text-field on JSONL is an error naming the fields there are (as a missing
+    CSV or Parquet column), even without --strict; a later record without it is one bad
+    line, skipped."""
+    path = write_jsonl(tmp_path / "c.jsonl", ROWS)
+    with pytest.raises(InputError, match=rf"{path}:1: the first record has no field 'body' "
+                       r"\(--text-field\); its fields: 'id', 'text'"):  # fmt: skip
+        _read([path], id_field="id", text_field="body")
+    later = write_jsonl(tmp_path / "d.jsonl", [ROWS[0], {"id": "x", "body": "b"}, ROWS[1]])
+    docs, stats = _read([later], id_field="id")
+    assert len(docs) == 2 and stats.malformed == 1
+
+
+def test_a_text_that_is_not_a_string_is_a_bad_record(tmp_path):
+    rows = [ROWS[0], {"id": "n", "text": 42}, {"id": 7, "text": "an id may be a number"}]
+    docs, stats = _read([write_jsonl(tmp_path / "c.jsonl", rows)], id_field="id")
+    assert [d.doc_id for d in docs] == [ROWS[0]["id"], "7"]
+    assert stats.malformed == 1 and "text is a int, not a string" in stats.problems[0]
+
+
 def test_a_csv_row_with_the_wrong_number_of_fields_is_skipped(tmp_path):
     path = tmp_path / "c.csv"
     path.write_text('id,text\na,"one, quoted"\nb,two,extra\nc,"multi\nline"\n')

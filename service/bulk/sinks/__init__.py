@@ -56,11 +56,23 @@ class Sink(Protocol):
 def meta_conflict(stored: dict, meta: dict) -> str | None:
     """None when `stored` and `meta` agree on IDENTITY_KEYS, else a message naming each
     differing key with both values."""
-    diffs = [
-        f"{key}: stored {stored.get(key)!r}, this run {meta.get(key)!r}"
-        for key in IDENTITY_KEYS
-        if stored.get(key) != meta.get(key)
-    ]
+    return differences(stored, meta, IDENTITY_KEYS)
+
+
+def differences(stored: dict, current: dict, keys=None, prefix: str = "") -> str | None:
+    """None when `stored` and `current` agree on `keys` (default: every key of either),
+    else "key: stored X, this run Y" for each differing key; nested dicts name the
+    differing sub-keys (`options.chunk_tokens: ...`) instead of printing both whole."""
+    names = keys if keys is not None else sorted(set(stored) | set(current))
+    diffs = []
+    for key in names:
+        old, new = stored.get(key), current.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs.append(differences(old, new, prefix=f"{prefix}{key}."))
+        else:
+            diffs.append(f"{prefix}{key}: stored {old!r}, this run {new!r}")
     return "; ".join(diffs) or None
 
 

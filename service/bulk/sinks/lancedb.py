@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,6 +35,9 @@ class LanceDBSink:
         self.indexed = False
 
     def open(self, meta: dict, dim: int, overwrite: bool) -> None:
+        # Lance's Rust log says WARN for a table it creates ("No existing dataset ..."):
+        # errors only, unless the user set LANCEDB_LOG (read when lancedb is imported)
+        os.environ.setdefault("LANCEDB_LOG", "error")
         import lancedb
 
         self.db = lancedb.connect(str(self.path))
