@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import replace
@@ -218,11 +219,37 @@ def _run_on_cluster(config, cpus_per_actor: int) -> dict:
                 "does not resume: rerun with --overwrite, or finish it with --engine local"
             )
         started = time.perf_counter()
-        totals, nodes = _drain(dataset, writer, config)
+        try:
+            totals, nodes = _drain(dataset, writer, config)
+        except Exception as error:  # noqa: BLE001 - a reader's failure becomes a clear one
+            raise _reader_failure(error, config) from None
         summary = make_summary(config, totals, None, time.perf_counter() - started, ResumeState())
         summary["engine"], summary["nodes"] = "ray", len(nodes)
         writer.finish(summary)
     return summary
+
+
+def _reader_failure(error: Exception, config) -> Exception:
+    """A Ray reader's task failed (a malformed record: Ray's readers are strict and do not
+    say which line): an InputError naming the inputs, Ray's reason and the way to find the
+    record; any other failure unchanged."""
+    import ray.exceptions
+
+    if not isinstance(error, ray.exceptions.RayTaskError):
+        return error
+    # the failed task, e.g. "ray::ReadPandasJSON->SplitBlocks(4)()": the message's first line
+    task = getattr(error, "function_name", None) or (str(error).splitlines() or [""])[0]
+    if not re.search(r"(^|::)Read\w", task):
+        return error
+    cause = getattr(error, "cause", None)
+    reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(error).strip()
+    reason = reason.splitlines()[0] if reason else "unknown"
+    inputs = ", ".join(str(p) for p in config.inputs)
+    return InputError(
+        f"{inputs}: Ray's reader stopped at a malformed record ({reason}); --engine ray stops "
+        "at the first one without naming its line: --engine local reports each as file:line "
+        "and skips it (--strict stops)"
+    )
 
 
 def _drain(dataset, writer: ShardWriter, config) -> tuple[Totals, set[str]]:
