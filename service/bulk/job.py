@@ -117,16 +117,27 @@ def run_embed(config: JobConfig) -> dict:
         )  # fmt: skip
         state = writer.open()
         if writer.complete:
-            log.info("%s: already complete; nothing to do", config.output)
-            if sink is not None:
-                sink.close()
-            return {**writer.manifest.get("summary", {}), "already_complete": True}
+            embedder.close()
+            return finished_run(config, writer, sink)
         started = time.perf_counter()
         stats = ReadStats()
         totals = _local_loop(config, embedder, writer, state, stats, total_bytes(files))
         summary = make_summary(config, totals, stats, time.perf_counter() - started, state)
         writer.finish(summary)
     embedder.close()
+    return summary
+
+
+def finished_run(config: JobConfig, writer: ShardWriter, sink) -> dict:
+    """The summary of an output already complete (nothing embedded); with a --sink other
+    than the one the run wrote to, its shards are loaded into that sink first."""
+    log.info("%s: already complete; nothing to embed", config.output)
+    summary = {**writer.manifest.get("summary", {}), "already_complete": True}
+    if sink is not None:
+        if summary.get("sink") != _redact(config.sink):
+            summary["loaded_into_sink"] = writer.load_into_sink()
+            summary["sink"] = _redact(config.sink)
+        sink.close()
     return summary
 
 
@@ -272,6 +283,9 @@ def format_summary(summary: dict) -> str:
         if summary.get("already_complete")
         else []
     )  # fmt: skip
+    if "loaded_into_sink" in summary:
+        lines.append(f"loaded     {summary['loaded_into_sink']} rows of the finished output into "
+                     f"the sink {summary['sink']}")  # fmt: skip
     if summary.get("resumed_after_shards") and not summary.get("already_complete"):
         lines.append(
             f"resumed    after {summary['resumed_after_shards']} complete shard(s) of an "

@@ -181,6 +181,17 @@ class ShardWriter:
         _write_json_atomic(self.out_dir / MANIFEST, self.manifest)
         return totals
 
+    def load_into_sink(self) -> int:
+        """Write every listed shard into the sink (upserts by id, so a row already there is
+        stored once); returns the rows written. For a finished output and a new --sink."""
+        rows = 0
+        for entry in self.manifest["shards"]:
+            table = pq.read_table(self.out_dir / entry["file"])
+            if table.num_rows and self.sink is not None:
+                self.sink.write(table)
+                rows += table.num_rows
+        return rows
+
     def finish(self, summary: dict) -> None:
         """Mark the run complete with its summary; close the sink (ANN index)."""
         if self.sink is not None:

@@ -174,7 +174,7 @@ def run_ray(config, cpus_per_actor: int = 1) -> dict:
 def _run_on_cluster(config, cpus_per_actor: int) -> dict:
     import ray
 
-    from service.bulk.job import make_summary
+    from service.bulk.job import finished_run, make_summary
     from service.bulk.output import ResumeState
 
     context = ray.data.DataContext.get_current()
@@ -210,9 +210,7 @@ def _run_on_cluster(config, cpus_per_actor: int) -> dict:
                              config.overwrite)  # fmt: skip
         state = writer.open()
         if writer.complete:
-            if sink is not None:
-                sink.close()
-            return writer.manifest.get("summary", {})
+            return finished_run(config, writer, sink)
         if state.shards:
             raise ResumeError(
                 f"{config.output}: a run stopped after {state.shards} shards; --engine ray "

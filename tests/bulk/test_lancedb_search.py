@@ -103,6 +103,23 @@ def test_the_lancedb_table_holds_the_parquet_rows(indexed):
     )
 
 
+def test_a_finished_output_run_again_with_a_new_sink_loads_its_rows_into_it(indexed, job_settings):
+    """Index once, load into another store later: the same command with another --sink
+    embeds nothing and writes the finished shards into that sink."""
+    from service.bulk.job import JobConfig, format_summary
+
+    config = JobConfig(inputs=[str(indexed / "docs.jsonl")], output=indexed / "out",
+                       id_field="id", sink=f"lancedb:{indexed / 'db2'}",
+                       options=EmbedOptions(include_text=True), settings=dict(job_settings),
+                       progress=False)  # fmt: skip
+    summary = run_embed(config)
+    assert summary["already_complete"] and summary["loaded_into_sink"] == len(SEARCH_DOCS)
+    assert f"loaded     {len(SEARCH_DOCS)} rows" in format_summary(summary)
+    hits = search(f"lancedb:{indexed / 'db2'}", "a pet that purrs and naps", k=1,
+                  settings=job_settings)  # fmt: skip
+    assert hits[0]["id"] == "cats"
+
+
 def test_search_cli_prints_json_lines_and_both_indexes_agree(indexed, cache_dir):
     lines = {}
     for index in (str(indexed / "out"), str(indexed / "db")):
