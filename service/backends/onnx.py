@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,10 @@ def _session_options(threads: int, memory_arena: bool):
 class OnnxBackend(Backend):
     """An onnxruntime InferenceSession over the transformer graph; on a CPU with more than
     one core also a one-thread session of the same file for single short texts
-    (SINGLE_THREAD_MAX_TOKENS). Both run the same kernels on the same weights, so a text's
+    (SINGLE_THREAD_MAX_TOKENS); and, where the session has a share of the cores
+    (`lone_threads`: inference workers, service.engine.workers), a session on all of them
+    for a single longer text while no other batch runs (a lone passage would otherwise
+    leave the other cores idle). All run the same kernels on the same weights, so a text's
     vector does not depend on which one ran it (the variant's batch-invariance check
     encodes probes alone and in batches through this backend)."""
 
@@ -58,6 +62,7 @@ class OnnxBackend(Backend):
         memory_arena: bool = True,
         reason: str | None = None,
         single_text_session: bool = True,
+        lone_threads: int = 0,
     ) -> None:
         import onnxruntime as ort
 
@@ -75,6 +80,14 @@ class OnnxBackend(Backend):
             else None
         )
         self.single_session = None
+        # built on the first single long text alone (the server's warm-up sends one)
+        self._lone_options = (
+            _session_options(lone_threads, memory_arena)
+            if actual[0] == "CPUExecutionProvider" and lone_threads > max(threads, 1)
+            else None
+        )
+        self.lone_session = None
+        self._running, self._running_lock = 0, threading.Lock()
         self._file = file
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_name = self.session.get_outputs()[0].name
@@ -85,34 +98,57 @@ class OnnxBackend(Backend):
             dtype=dtype_of(file.name),
             file=str(file),
             reason=reason,
-            batch_kernels=self._batch_kernels(threads),
+            batch_kernels=self._batch_kernels(threads, lone_threads),
         )
         log.info("ONNX Runtime %s on %s (%s)", file.name, actual[0], sys.platform)
 
-    def _batch_kernels(self, threads: int) -> tuple[str, ...]:
+    def _batch_kernels(self, threads: int, lone_threads: int) -> tuple[str, ...]:
         """What serves which batches, for /info."""
         many = (
             f"{threads} intra-op thread{'s' if threads > 1 else ''}"
             if threads
             else "ONNX Runtime's default threads (one per core)"
         )
-        if self._single_options is None:
-            return (f"every batch: {many}",)
-        return (
-            f"one text of <= {SINGLE_THREAD_MAX_TOKENS} tokens: 1 intra-op thread",
-            f"every other batch: {many}",
-        )
+        kernels = []
+        if self._single_options is not None:
+            kernels.append(f"one text of <= {SINGLE_THREAD_MAX_TOKENS} tokens: 1 intra-op thread")
+        if self._lone_options is not None:
+            kernels.append(f"one longer text while no other batch runs: {lone_threads} "
+                           "intra-op threads")  # fmt: skip
+        return (*kernels, f"every {'other ' if kernels else ''}batch: {many}")
 
     def forward(self, input_ids, attention_mask, token_type_ids) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self.input_names:
             feeds["token_type_ids"] = token_type_ids
-        single = input_ids.shape[0] == 1 and input_ids.shape[1] <= SINGLE_THREAD_MAX_TOKENS
-        session = self.session
-        if single and self._single_options is not None:
-            session = self._single_text_session()
-        (hidden,) = session.run([self.output_name], feeds)
+        one = input_ids.shape[0] == 1
+        short = input_ids.shape[1] <= SINGLE_THREAD_MAX_TOKENS
+        with self._running_lock:
+            alone = self._running == 0
+            self._running += 1
+        try:
+            session = self.session
+            if one and short and self._single_options is not None:
+                session = self._single_text_session()
+            elif one and not short and alone and self._lone_options is not None:
+                session = self._lone_text_session()
+            (hidden,) = session.run([self.output_name], feeds)
+        finally:
+            with self._running_lock:
+                self._running -= 1
         return np.asarray(hidden, dtype=np.float32)
+
+    def _lone_text_session(self):
+        """The session on all the cores (built on first use, under the lock: two threads
+        may ask at once)."""
+        with self._running_lock:
+            if self.lone_session is None:
+                import onnxruntime as ort
+
+                self.lone_session = ort.InferenceSession(
+                    str(self._file), self._lone_options, providers=["CPUExecutionProvider"]
+                )
+            return self.lone_session
 
     def _single_text_session(self):
         """The one-thread session (built on first use; `forward` runs in one thread)."""
@@ -125,4 +161,4 @@ class OnnxBackend(Backend):
         return self.single_session
 
     def close(self) -> None:
-        self.session = self.single_session = None
+        self.session = self.single_session = self.lone_session = None

@@ -125,6 +125,9 @@ class EmbeddingEngine:
         the core, post-processing); then the core's admission calibration."""
         await self.core.start()
         await self.embed(["warm-up"], truncate=True)
+        # and one longer text alone: builds the session a lone passage runs on (ONNX with
+        # inference workers) before the first request needs it
+        await self.embed(["warm-up " * 30], truncate=True)
         await self.core.calibrate(calibration_texts(self.tokenizer, self.settings))
         log.info(
             "model %s ready: dim %d, max %d tokens, pooling %s, normalize %s, %s",

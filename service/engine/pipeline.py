@@ -45,14 +45,19 @@ def served_pipeline(settings: Settings, backend: Backend | None = None) -> Model
         return build_pipeline(settings.model_path(), lambda spec: backend)
     workers, threads = worker_plan(settings)
     spec, tokenizer = load_model(settings.model_path())
-    backend = configured_backend(settings.model_copy(update={"intra_op_threads": threads}), spec)
+    lone = workers * threads if workers > 1 else 0  # a lone long text: every worker's cores
+    backend = configured_backend(
+        settings.model_copy(update={"intra_op_threads": threads}), spec, lone_threads=lone
+    )
     backend.info = replace(backend.info, inference_workers=workers)
     return ModelPipeline(spec, tokenizer, backend, workers)
 
 
-def configured_backend(settings: Settings, spec: ModelSpec) -> Backend:
+def configured_backend(settings: Settings, spec: ModelSpec, lone_threads: int = 0) -> Backend:
     """The configured backend over the model's transformer; ONNX: over the file
-    service.variants chooses for the device (exported / built once when missing)."""
+    service.variants chooses for the device (exported / built once when missing), with
+    `lone_threads` intra-op threads for a single long text while no other batch runs
+    (0: none; service.backends.onnx)."""
     if settings.backend == "torch":
         from service.backends.torch import TorchBackend
 
@@ -79,6 +84,7 @@ def configured_backend(settings: Settings, spec: ModelSpec) -> Backend:
         settings.intra_op_threads,
         memory_arena=not settings.release_memory,
         reason=chosen.reason,
+        lone_threads=lone_threads,
     )
     backend.info = replace(backend.info, source_fingerprint=chosen.fingerprint)
     return backend

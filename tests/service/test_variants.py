@@ -221,6 +221,38 @@ def test_the_one_thread_session_gives_a_single_text_the_same_vector(
     )
 
 
+@pytest.mark.parametrize("kind", ["fp32", "per-token int8"])
+def test_a_lone_long_text_runs_on_every_core_with_the_same_vector(kind, onnx_file, per_token_file):
+    """With inference workers each session has a share of the cores; a single text over
+    SINGLE_THREAD_MAX_TOKENS while no other batch runs goes to a session on all of them
+    (a lone passage would leave the other cores idle), bit-identical to the worker's."""
+    from service.backends.onnx import SINGLE_THREAD_MAX_TOKENS, OnnxBackend
+
+    file = onnx_file if kind == "fp32" else per_token_file
+    ids = np.full((1, SINGLE_THREAD_MAX_TOKENS + 30), 7592, dtype=np.int64)
+    ids[0, 0], ids[0, -1] = 101, 102
+    mask, types = np.ones_like(ids), np.zeros_like(ids)
+    worker = OnnxBackend(file, "cpu", threads=1)
+    lone = OnnxBackend(file, "cpu", threads=1, lone_threads=2)
+    assert worker.info.batch_kernels == ("every batch: 1 intra-op thread",)
+    assert "one longer text while no other batch runs: 2 intra-op threads" in (
+        lone.info.batch_kernels
+    )
+    assert lone.lone_session is None  # built on first use
+    np.testing.assert_array_equal(lone.forward(ids, mask, types), worker.forward(ids, mask, types))
+    assert lone.lone_session is not None and worker.lone_session is None
+    two = np.repeat(ids, 2, axis=0)  # a batch of two: the worker's session, as before
+    np.testing.assert_array_equal(
+        lone.forward(two, np.ones_like(two), np.zeros_like(two)),
+        worker.forward(two, np.ones_like(two), np.zeros_like(two)),
+    )
+    assert OnnxBackend(file, "cpu", threads=2, lone_threads=2).lone_session is None
+    assert not any(
+        "longer text" in k
+        for k in OnnxBackend(file, "cpu", threads=2, lone_threads=2).info.batch_kernels
+    )
+
+
 def test_dynamic_int8_fails_the_invariance_check(bundled_model, onnx_file, tmp_path):
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
