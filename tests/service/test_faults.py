@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import re
 import signal
@@ -72,6 +73,18 @@ def embed_requests_answered(url: str) -> float:
     )
 
 
+@contextlib.contextmanager
+def log_on_failure(proc):
+    """A failed assertion inside comes back with the end of the server's log (the
+    supervisor, core and front-end lines), so a failure on CI can be read."""
+    try:
+        yield
+    except (AssertionError, pytest.fail.Exception) as failure:
+        proc.kill()
+        tail = proc.stdout.read()[-6000:]
+        raise AssertionError(f"{failure}\n--- server log (end) ---\n{tail}") from failure
+
+
 def health(url: str, timeout: float = 1.0) -> int | None:
     """/health's status code, or None when no answer came within `timeout`."""
     try:
@@ -85,7 +98,10 @@ def test_hung_core_fails_health_and_requests_within_the_bound_then_recovers(cach
     core_timeout_s (plus a heartbeat), new requests get 503 at once, the hang is logged;
     after SIGCONT everything serves again."""
     flags = {"EMBED_CORE_TIMEOUT_S": str(CORE_TIMEOUT_S), "EMBED_GRACEFUL_SHUTDOWN_S": "5"}
-    with server_process(cache_dir, "--workers", "2", **flags, **SLOW) as (proc, url):
+    with (
+        server_process(cache_dir, "--workers", "2", **flags, **SLOW) as (proc, url),
+        log_on_failure(proc),
+    ):
         core = core_pid(proc)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             waiting = pool.submit(
