@@ -312,3 +312,34 @@ def test_bulk_speed_children_time_the_pipeline_and_the_job(cache_dir, monkeypatc
         row = child(contender, "short", 40, 8)
         assert row["texts"] == 40 and row["texts_per_s"] > 0, row
         assert contender == "pipeline" or row["command_wall_s"] >= row["seconds"]
+
+
+def test_spread_order_prefixes_cover_the_whole_range():
+    """The ceiling's chunk order: a permutation whose every prefix spreads over the range,
+    so a short run of length-sorted batches sees long texts as well as short ones."""
+    from benchmarks.compare import spread_order
+
+    for n in (1, 2, 5, 32, 33):
+        assert sorted(spread_order(n)) == list(range(n))
+    order = spread_order(32)
+    assert sorted(order[:4]) == [0, 8, 16, 24]
+    for k in (8, 16, 24):  # each prefix's mean index is near the range's middle
+        assert abs(sum(order[:k]) / k - 15.5) <= 32 / k
+
+
+def test_pipeline_ceiling_runs_every_started_batch_to_its_end(
+    bundled_model, cache_dir, monkeypatch
+):
+    """The in-process ceiling on the served pipeline: it stops queueing at the deadline,
+    counts every started batch to its end, and reports the real tokens of the texts it
+    measured."""
+    from benchmarks.compare import PipelineCeiling
+
+    monkeypatch.setenv("EMBED_CACHE_DIR", str(cache_dir))
+    ceiling = PipelineCeiling(bundled_model, batch_size=8)
+    try:
+        row = ceiling.measure((4, 2, "short"), 0.3, None)
+    finally:
+        ceiling.close()
+    assert row["batch"] == 8 and row["sentences_per_s"] > 0
+    assert 5 < row["tokens_per_text"] < 64  # short texts, special tokens included
