@@ -88,6 +88,7 @@ class OnnxBackend(Backend):
         )
         self.lone_session = None
         self._running, self._running_lock = 0, threading.Lock()
+        self._build_lock = threading.Lock()  # the extra sessions are built once
         self._file = file
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_name = self.session.get_outputs()[0].name
@@ -129,36 +130,30 @@ class OnnxBackend(Backend):
         try:
             session = self.session
             if one and short and self._single_options is not None:
-                session = self._single_text_session()
+                session = self._extra_session("single_session", self._single_options)
             elif one and not short and alone and self._lone_options is not None:
-                session = self._lone_text_session()
+                session = self._extra_session("lone_session", self._lone_options)
             (hidden,) = session.run([self.output_name], feeds)
         finally:
             with self._running_lock:
                 self._running -= 1
         return np.asarray(hidden, dtype=np.float32)
 
-    def _lone_text_session(self):
-        """The session on all the cores (built on first use, under the lock: two threads
-        may ask at once)."""
-        with self._running_lock:
-            if self.lone_session is None:
-                import onnxruntime as ort
+    def _extra_session(self, name: str, options):
+        """The CPU session `name` (`single_session` or `lone_session`) over the same file,
+        built on first use, under a lock: the inference workers may ask at once."""
+        session = getattr(self, name)
+        if session is None:
+            with self._build_lock:
+                session = getattr(self, name)
+                if session is None:
+                    import onnxruntime as ort
 
-                self.lone_session = ort.InferenceSession(
-                    str(self._file), self._lone_options, providers=["CPUExecutionProvider"]
-                )
-            return self.lone_session
-
-    def _single_text_session(self):
-        """The one-thread session (built on first use; `forward` runs in one thread)."""
-        if self.single_session is None:
-            import onnxruntime as ort
-
-            self.single_session = ort.InferenceSession(
-                str(self._file), self._single_options, providers=["CPUExecutionProvider"]
-            )
-        return self.single_session
+                    session = ort.InferenceSession(
+                        str(self._file), options, providers=["CPUExecutionProvider"]
+                    )
+                    setattr(self, name, session)
+        return session
 
     def close(self) -> None:
         self.session = self.single_session = self.lone_session = None
